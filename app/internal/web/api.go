@@ -1,0 +1,106 @@
+package web
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"sitekit/app/internal/account"
+	"sitekit/app/internal/contact"
+)
+
+// userJSON is a user as the API shows it. Email is left out of the public
+// view; the password hash is never in any view.
+type userJSON struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email,omitempty"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+type createUserRequest struct {
+	Email    string `json:"email" validate:"required,email,max=254"`
+	Password string `json:"password" validate:"required,min=12,max=128"` // password.MinLength, MaxLength
+	Name     string `json:"name" validate:"required,max=100"`
+}
+
+// createUser handles POST /api/users.
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
+	var in createUserRequest
+	if err := decodeJSON(w, r, s.bodyLimit, &in); err != nil {
+		return err
+	}
+	in.Email = account.NormalizeEmail(in.Email)
+	in.Name = strings.TrimSpace(in.Name)
+	if err := s.check(in); err != nil {
+		return err
+	}
+	hash, err := s.hasher.Hash(r.Context(), in.Password)
+	if err != nil {
+		return err
+	}
+	u, err := s.accounts.Create(r.Context(), in.Email, in.Name, hash)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Location", "/api/users/"+u.ID)
+	return writeJSON(w, http.StatusCreated, userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt})
+}
+
+// getUser handles GET /api/users/{id}: the public view of one user.
+func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
+	u, err := s.accounts.Get(r.Context(), mux.Vars(r)["id"])
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, userJSON{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt})
+}
+
+// contactRequest is a contact message, from the API's JSON or the page's form.
+type contactRequest struct {
+	Name    string `json:"name" validate:"required,max=100"`
+	Email   string `json:"email" validate:"required,email,max=254"`
+	Message string `json:"message" validate:"required,max=5000"`
+}
+
+func (c *contactRequest) normalize() {
+	c.Name = strings.TrimSpace(c.Name)
+	c.Email = strings.TrimSpace(c.Email)
+	c.Message = strings.TrimSpace(c.Message)
+}
+
+// createContact handles POST /api/contact.
+func (s *Server) createContact(w http.ResponseWriter, r *http.Request) error {
+	var in contactRequest
+	if err := decodeJSON(w, r, s.bodyLimit, &in); err != nil {
+		return err
+	}
+	in.normalize()
+	if err := s.check(in); err != nil {
+		return err
+	}
+	id, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusAccepted, struct {
+		ID string `json:"id"`
+	}{id})
+}
+
+// healthz handles GET /healthz: the process is alive. It never calls Redis,
+// so a Redis outage does not get the app restarted.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz handles GET /readyz: the app can serve (Redis answers and the app is
+// not draining). Caddy and Docker route by it.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	if err := s.ready(r.Context()); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

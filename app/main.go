@@ -1,0 +1,180 @@
+// Command app is the kit's web back end: pages and a JSON API on APP_LISTEN,
+// metrics (and pprof in development) on APP_INTERNAL_LISTEN, data in Redis.
+//
+//	app              serve until SIGTERM or SIGINT, then drain and stop
+//	app healthcheck  exit 0 when the running server's /readyz answers 200
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"sitekit/app/internal/config"
+	"sitekit/app/internal/password"
+	"sitekit/app/internal/redisdb"
+	"sitekit/app/internal/web"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args, os.Getenv, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "app:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: config, logger, Redis, metrics, handler, servers,
+// then wait for ctx to end, drain and shut down. It returns nil after a clean
+// shutdown.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 1 {
+		switch args[1] {
+		case "healthcheck":
+			return healthcheck(ctx, getenv)
+		default:
+			return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[1])
+		}
+	}
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	log := newLogger(cfg, stdout)
+	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.Any("config", cfg.Fields()))
+
+	rdb, err := redisdb.New(cfg.RedisURL, redisdb.Options{Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rdb.Close() }()
+	if err := redisdb.Ping(ctx, rdb, time.Second); err != nil {
+		// Not fatal: /readyz says 503 until Redis answers, and the client
+		// reconnects by itself, so the app may start before Redis does.
+		log.Warn("redis not reachable yet", zap.Error(err))
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	redisdb.Instrument(rdb, reg)
+
+	srv, err := web.New(web.Deps{
+		Log:       log,
+		Redis:     rdb,
+		Registry:  reg,
+		Hasher:    password.NewHasher(password.Params, cfg.HashConcurrency, cfg.HashWait),
+		Now:       time.Now,
+		BodyLimit: cfg.BodyLimit,
+	})
+	if err != nil {
+		return err
+	}
+
+	public := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+	}
+	internal := &http.Server{
+		Handler:           internalHandler(reg, cfg.Production()),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+	}
+
+	publicLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on APP_LISTEN: %w", err)
+	}
+	internalLn, err := net.Listen("tcp", cfg.InternalListen)
+	if err != nil {
+		_ = publicLn.Close()
+		return fmt.Errorf("listen on APP_INTERNAL_LISTEN: %w", err)
+	}
+	log.Info("listening", zap.String("addr", publicLn.Addr().String()), zap.String("internal_addr", internalLn.Addr().String()))
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- public.Serve(publicLn) }()
+	go func() { serveErr <- internal.Serve(internalLn) }()
+
+	select {
+	case err := <-serveErr:
+		_ = public.Close()
+		_ = internal.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Drain: /readyz turns 503 at once, but the listener stays open for
+	// DrainDelay, so Caddy's health checks take the app out of rotation
+	// before any connection is refused.
+	log.Info("draining", zap.Duration("delay", cfg.DrainDelay))
+	srv.Drain()
+	time.Sleep(cfg.DrainDelay)
+
+	// Then stop accepting and give in-flight requests ShutdownTimeout to finish.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	err = errors.Join(public.Shutdown(shutdownCtx), internal.Shutdown(shutdownCtx))
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// newLogger returns the one root logger: JSON in production (the keys match
+// Caddy's, so one pipeline reads both), readable console lines in development.
+func newLogger(cfg config.Config, out io.Writer) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	var encoder zapcore.Encoder
+	if cfg.Production() {
+		encoder = zapcore.NewJSONEncoder(enc)
+	} else {
+		enc.EncodeTime = zapcore.ISO8601TimeEncoder
+		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encoder = zapcore.NewConsoleEncoder(enc)
+	}
+	core := zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(out)), cfg.LogLevel)
+	return zap.New(core, zap.AddCaller())
+}
+
+// internalHandler serves what only operators may see: /metrics, and pprof in
+// development. Caddy never routes here; in the stack the port is not published.
+func internalHandler(reg *prometheus.Registry, production bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if !production {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}

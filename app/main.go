@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.Any("config", cfg.Fields()))
 
+	redisdb.SetLogger(log.Named("redis"))
 	rdb, err := redisdb.New(cfg.RedisURL, redisdb.Options{Timeout: cfg.RedisTimeout, PoolSize: cfg.RedisPoolSize})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@
 package redisdb
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 )
 
 // Options are the settings New needs besides the URL.
@@ -70,8 +72,10 @@ func Unavailable(err error) bool {
 		errors.Is(err, syscall.EPIPE):
 		return true
 	}
-	// Redis answers these while it starts, fails over or runs out of memory.
-	for _, prefix := range []string{"LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM"} {
+	// Redis answers these while it starts, fails over or runs out of memory,
+	// and when the app's credentials are wrong: each leaves the app unable to
+	// serve until an operator or Redis itself acts, which is what 503 says.
+	for _, prefix := range []string{"LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"} {
 		if redis.HasErrorPrefix(err, prefix) {
 			return true
 		}
@@ -96,8 +100,10 @@ func (h errorHook) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (h errorHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
+		// go-redis records a dial or pool failure on cmd only after the hooks
+		// have returned, so count the error next returns.
 		err := next(ctx, cmd)
-		h.count(cmd)
+		h.count(cmd, err)
 		return err
 	}
 }
@@ -106,14 +112,14 @@ func (h errorHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		err := next(ctx, cmds)
 		for _, cmd := range cmds {
-			h.count(cmd)
+			h.count(cmd, cmp.Or(cmd.Err(), err))
 		}
 		return err
 	}
 }
 
-func (h errorHook) count(cmd redis.Cmder) {
-	if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+func (h errorHook) count(cmd redis.Cmder, err error) {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		// Command names come from our code, not from users: a small, fixed set.
 		h.errs.WithLabelValues(cmd.Name()).Inc()
 	}
@@ -160,4 +166,18 @@ func Ping(ctx context.Context, c *redis.Client, timeout time.Duration) error {
 		return fmt.Errorf("redis ping: %w", err)
 	}
 	return nil
+}
+
+// SetLogger sends go-redis's own messages (failed dials, pool trouble) to log
+// at warn level instead of the standard logger on stderr. go-redis keeps its
+// logger in a package variable, so this is process-wide: call it once, from
+// main's run.
+func SetLogger(log *zap.Logger) {
+	redis.SetLogger(zapPrintf{log.Sugar()})
+}
+
+type zapPrintf struct{ log *zap.SugaredLogger }
+
+func (z zapPrintf) Printf(_ context.Context, format string, v ...any) {
+	z.log.Warnf(format, v...)
 }

@@ -102,5 +102,7 @@ func (s *Server) logError(r *http.Request, e *Error) {
 		s.log.Warn("request failed", fields...)
 		return
 	}
-	s.log.Error("request failed", fields...)
+	// The error's own text carries its context ("create user: ..."); the
+	// stack adds the path through the middleware to this route's adapter.
+	s.log.Error("request failed", append(fields, zap.StackSkip("stack", 1))...)
 }

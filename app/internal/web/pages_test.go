@@ -1,0 +1,130 @@
+package web
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const form = "application/x-www-form-urlencoded"
+
+func TestPages(t *testing.T) {
+	e := newTestEnv(t)
+	tests := []struct {
+		name, method, path, body string
+		headers                  []string
+		want                     int
+		contains                 []string
+	}{
+		{"home", "GET", "/", "", nil, 200, []string{"<h1>Welcome</h1>", `aria-current="page">Home`}},
+		{"head home", "HEAD", "/", "", nil, 200, nil},
+		{"about", "GET", "/about", "", nil, 200, []string{"<h1>About</h1>"}},
+		{"contact form", "GET", "/contact", "", nil, 200, []string{`<form method="post" action="/contact"`}},
+		{"thanks", "GET", "/contact/thanks", "", nil, 200, []string{"Thank you"}},
+		{"unknown page", "GET", "/no/such/page", "", nil, 404, []string{"404 · Not Found", "Request ID"}},
+		{"wrong method", "DELETE", "/about", "", nil, 405, []string{"405 · Method Not Allowed"}},
+		{"form as JSON", "POST", "/contact", `{"name":"x"}`, nil, 415, []string{"415"}},
+		{"unhashed static name", "GET", "/static/style.css", "", nil, 404, []string{"404"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := e.do(tt.method, tt.path, tt.body, tt.headers...)
+			body := readBody(t, resp)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("%s %s = %d; want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+				t.Errorf("Content-Type = %q; want HTML", ct)
+			}
+			for _, c := range tt.contains {
+				if !strings.Contains(body, c) {
+					t.Errorf("body lacks %q", c)
+				}
+			}
+			if tt.method == "GET" {
+				checkCSPClean(t, body)
+			}
+		})
+	}
+}
+
+// checkCSPClean fails on anything a strict Content-Security-Policy
+// (default-src 'self', no 'unsafe-inline') would block.
+func checkCSPClean(t *testing.T, body string) {
+	t.Helper()
+	bad := regexp.MustCompile(`(?i)<script|<style|\sstyle=|\son[a-z]+=|javascript:|https?://`)
+	if m := bad.FindString(body); m != "" {
+		t.Errorf("page has %q, which a strict CSP blocks or which loads from elsewhere", m)
+	}
+}
+
+func TestContactForm(t *testing.T) {
+	e := newTestEnv(t)
+
+	// Invalid: 422, the form again with each field's error and the values kept.
+	resp := e.do("POST", "/contact", "name=&email=not-an-email&message=Hi+%3Cb%3Ethere%3C%2Fb%3E", "Content-Type", form)
+	body := readBody(t, resp)
+	if resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("invalid form = %d", resp.StatusCode)
+	}
+	for _, want := range []string{
+		"Name is required.",
+		"Email must be a valid email address.",
+		`value="not-an-email"`,
+		"Hi &lt;b&gt;there&lt;/b&gt;", // kept, and escaped
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("re-rendered form lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "message-error") {
+		t.Error("the valid message field is marked invalid")
+	}
+	if n, _ := e.redis.Client().XLen(t.Context(), "contact:messages").Result(); n != 0 {
+		t.Fatalf("an invalid form was stored (%d entries)", n)
+	}
+
+	// Valid: stored, then a 303 to the thank-you page.
+	resp = e.do("POST", "/contact", "name=Bo&email=bo%40example.com&message=Hello", "Content-Type", form)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/contact/thanks" {
+		t.Fatalf("valid form = %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	msgs, err := e.srv.contacts.Latest(t.Context(), 5)
+	if err != nil || len(msgs) != 1 || msgs[0].Email != "bo@example.com" {
+		t.Fatalf("stored = %+v, %v", msgs, err)
+	}
+
+	// Too big: 413 as a page, nothing stored.
+	resp = e.do("POST", "/contact", "name=Bo&email=bo%40example.com&message="+strings.Repeat("a", 70<<10), "Content-Type", form)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("big form = %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+}
+
+func TestStaticAssets(t *testing.T) {
+	e := newTestEnv(t)
+	home := readBody(t, e.do("GET", "/", ""))
+	href := regexp.MustCompile(`href="(/static/style\.[0-9a-f]{12}\.css)"`).FindStringSubmatch(home)
+	if href == nil {
+		t.Fatalf("home page links no hashed stylesheet")
+	}
+	resp := e.do("GET", href[1], "")
+	body := readBody(t, resp)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/css") || !strings.Contains(body, "body {") {
+		t.Fatalf("GET %s = %d %s", href[1], resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "public, max-age=31536000, immutable" {
+		t.Errorf("Cache-Control = %q", cc)
+	}
+}
+
+func TestPageWhenRedisDown(t *testing.T) {
+	e := newTestEnv(t)
+	e.redis.Stop()
+	resp := e.do("POST", "/contact", "name=Bo&email=bo%40example.com&message=Hello", "Content-Type", form)
+	body := readBody(t, resp)
+	if resp.StatusCode != 503 || !strings.Contains(body, "503 · Service Unavailable") || strings.Contains(body, "refused") {
+		t.Errorf("page with Redis down = %d %s", resp.StatusCode, body)
+	}
+}

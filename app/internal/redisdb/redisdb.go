@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
 )
 
@@ -50,6 +51,11 @@ func New(url string, o Options) (*redis.Client, error) {
 	// A caller's deadline (a readiness probe's, a cancelled request's) cuts a
 	// command short too.
 	opts.ContextTimeoutEnabled = true
+	// Skip the optional handshake commands (CLIENT SETINFO, CLIENT
+	// MAINT_NOTIFICATIONS) that Redis 7.0, Debian's, answers with errors: they
+	// would count as command errors on every new connection.
+	opts.DisableIdentity = true
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return redis.NewClient(opts), nil
 }
 

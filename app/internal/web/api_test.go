@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 
 const validUser = `{"email":"Ann@Example.com ","password":"correct horse battery","name":"Ann"}`
 
-func decode[T any](t *testing.T, resp *http.Response) T {
+func decode[T any](t testing.TB, resp *http.Response) T {
 	t.Helper()
 	var v T
 	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {

@@ -34,7 +34,7 @@ var cheapParams = argon2id.Params{Memory: 64, Iterations: 1, Parallelism: 1, Sal
 // testEnv is the app's real HTTP stack on a real Redis, with its logs kept in
 // memory for assertions.
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	redis *redistest.Server
 	srv   *Server
 	h     http.Handler
@@ -48,12 +48,21 @@ type envConfig struct {
 	hasher    *password.Hasher
 	bodyLimit int64
 	before    func(*Server) // runs before the chain is built, to add test-only routes
+	log       *zap.Logger   // nil: logs are kept in memory for assertions
 }
 
 func withHasher(h *password.Hasher) envOption { return func(c *envConfig) { c.hasher = h } }
 func withRoutes(f func(*Server)) envOption     { return func(c *envConfig) { c.before = f } }
 
-func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
+// withProductionLogs writes logs as production does, JSON at info, but to
+// io.Discard: for benchmarks, where keeping every entry would skew memory.
+func withProductionLogs() envOption {
+	return func(c *envConfig) {
+		c.log = zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zapcore.InfoLevel))
+	}
+}
+
+func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	cfg := envConfig{
 		hasher:    password.NewHasher(cheapParams, 4, 5*time.Second),
@@ -69,10 +78,14 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
 	core, logs := observer.New(zapcore.DebugLevel)
+	log := zap.New(core)
+	if cfg.log != nil {
+		log = cfg.log
+	}
 	reg := prometheus.NewRegistry()
 	redisdb.Instrument(rdb, reg)
 	srv, err := New(Deps{
-		Log:       zap.New(core),
+		Log:       log,
 		Redis:     rdb,
 		Registry:  reg,
 		Hasher:    cfg.hasher,
@@ -108,7 +121,7 @@ func (e *testEnv) do(method, path, body string, headers ...string) *http.Respons
 	return w.Result()
 }
 
-func readBody(t *testing.T, resp *http.Response) string {
+func readBody(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {

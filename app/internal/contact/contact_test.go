@@ -1,0 +1,33 @@
+package contact
+
+import (
+	"fmt"
+	"testing"
+
+	"sitekit/app/internal/redistest"
+)
+
+func TestAddAndLatest(t *testing.T) {
+	rs := redistest.Start(t)
+	s := NewStore(rs.Client())
+	ctx := t.Context()
+	var ids []string
+	for i := range 5 {
+		id, err := s.Add(ctx, Message{Name: fmt.Sprint("n", i), Email: "e@example.com", Message: fmt.Sprint("m", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	got, err := s.Latest(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].ID != ids[4] || got[2].ID != ids[2] || got[0].Message != "m4" || got[0].CreatedAt.IsZero() {
+		t.Errorf("Latest(3) = %+v; want the last three, newest first", got)
+	}
+	// Append-only: every message is still there.
+	if n, _ := rs.Client().XLen(ctx, streamKey).Result(); n != 5 {
+		t.Errorf("stream has %d entries; want 5", n)
+	}
+}

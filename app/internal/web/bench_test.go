@@ -1,0 +1,69 @@
+package web
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// roundTrips counts the commands (and pipelines) the client sends to Redis.
+type roundTrips struct{ n atomic.Int64 }
+
+func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
+}
+func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
+}
+
+// BenchmarkRequestPath measures a request through the whole middleware chain
+// (request id, access log, metrics, recovery, router, handler) on a real
+// Redis, and reports Redis round trips per request.
+//
+//	go test ./app/internal/web -run '^$' -bench RequestPath -benchmem
+func BenchmarkRequestPath(b *testing.B) {
+	e := newTestEnv(b, withProductionLogs())
+	user := decode[userJSON](b, e.do("POST", "/api/users", validUser))
+	rt := &roundTrips{}
+	e.srv.redis.AddHook(rt)
+
+	cases := []struct {
+		name, method, path, body, contentType string
+	}{
+		{"page home", "GET", "/", "", ""},
+		{"api get user", "GET", "/api/users/" + user.ID, "", ""},
+		{"api contact", "POST", "/api/contact", `{"name":"Bo","email":"bo@example.com","message":"Hello"}`, "application/json"},
+		{"healthz", "GET", "/healthz", "", ""},
+		{"unmatched", "GET", "/nope", "", ""},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			before := rt.n.Load()
+			for b.Loop() {
+				var body *strings.Reader
+				if c.body != "" {
+					body = strings.NewReader(c.body)
+				}
+				var req *http.Request
+				if body != nil {
+					req = httptest.NewRequest(c.method, c.path, body)
+					req.Header.Set("Content-Type", c.contentType)
+				} else {
+					req = httptest.NewRequest(c.method, c.path, nil)
+				}
+				w := httptest.NewRecorder()
+				e.h.ServeHTTP(w, req)
+				if w.Code >= 500 {
+					b.Fatalf("%s %s = %d", c.method, c.path, w.Code)
+				}
+			}
+			b.ReportMetric(float64(rt.n.Load()-before)/float64(b.N), "redis-rtt/op")
+		})
+	}
+}

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"sitekit/app/internal/redistest"
+)
+
+// logSink collects the program's JSON log lines and hands out the listening
+// addresses once the program has logged them.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+	addrs chan [2]string
+}
+
+func newLogSink(t *testing.T) (io.Writer, *logSink) {
+	pr, pw := io.Pipe()
+	s := &logSink{addrs: make(chan [2]string, 1)}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			s.mu.Lock()
+			s.lines = append(s.lines, line)
+			s.mu.Unlock()
+			var raw map[string]any
+			if json.Unmarshal([]byte(line), &raw) == nil && raw["msg"] == "listening" {
+				s.addrs <- [2]string{raw["addr"].(string), raw["internal_addr"].(string)}
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = pw.Close() })
+	return pw, s
+}
+
+func (s *logSink) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.lines, "\n")
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestRun starts the whole program on port 0 in production mode, talks to it
+// like a client and an operator would, and stops it the way Docker does.
+func TestRun(t *testing.T) {
+	const redisPassword = "test-password-0123456789abcdef"
+	rs := redistest.Start(t, redistest.WithPassword(redisPassword))
+	env := map[string]string{
+		"APP_ENV":             "production",
+		"APP_LISTEN":          "127.0.0.1:0",
+		"APP_INTERNAL_LISTEN": "127.0.0.1:0",
+		"REDIS_URL":           rs.URL(),
+		"APP_DRAIN_DELAY":     "300ms",
+	}
+	getenv := func(k string) string { return env[k] }
+	out, logs := newLogSink(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"app"}, getenv, out) }()
+
+	var addr, internal string
+	select {
+	case a := <-logs.addrs:
+		addr, internal = "http://"+a[0], "http://"+a[1]
+	case err := <-done:
+		t.Fatalf("run returned before listening: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no listening line within 10s")
+	}
+
+	// Readiness, polled as the WTF MustRunMain does.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if code, _ := get(t, addr+"/readyz"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz not 200 within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	const userPassword = "correct horse battery staple"
+	resp, err := http.Post(addr+"/api/users", "application/json",
+		strings.NewReader(`{"email":"run@example.com","password":"`+userPassword+`","name":"Run"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("signup = %d", resp.StatusCode)
+	}
+	if code, body := get(t, addr+"/"); code != 200 || !strings.Contains(body, "Welcome") {
+		t.Errorf("home = %d", code)
+	}
+
+	// Metrics live on the internal listener, not on the public one.
+	code, metrics := get(t, internal+"/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{
+		`http_requests_total{code="201",method="POST",route="/api/users"} 1`,
+		"go_goroutines", "process_resident_memory_bytes", "go_build_info", "redis_pool_connections", "http_requests_in_flight",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if code, _ := get(t, addr+"/metrics"); code != 404 {
+		t.Errorf("public /metrics = %d; want 404", code)
+	}
+	if code, _ := get(t, internal+"/debug/pprof/"); code != 404 {
+		t.Errorf("pprof in production = %d; want 404", code)
+	}
+
+	// The healthcheck subcommand, as the container runs it.
+	hcEnv := func(k string) string {
+		if k == "APP_LISTEN" {
+			return strings.TrimPrefix(addr, "http://")
+		}
+		return getenv(k)
+	}
+	if err := run(ctx, []string{"app", "healthcheck"}, hcEnv, io.Discard); err != nil {
+		t.Errorf("healthcheck on a ready server: %v", err)
+	}
+
+	// SIGTERM: /readyz turns 503 at once while the server still serves, then
+	// run returns nil.
+	cancel()
+	deadline = time.Now().Add(250 * time.Millisecond)
+	for {
+		code, _ := get(t, addr+"/readyz")
+		if code == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d while draining; want 503", code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := run(context.Background(), []string{"app", "healthcheck"}, hcEnv, io.Discard); err == nil {
+		t.Error("healthcheck passed on a draining server")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run after cancel: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return within 15s of cancel")
+	}
+
+	all := logs.text()
+	for _, secret := range []string{redisPassword, userPassword} {
+		if strings.Contains(all, secret) {
+			t.Errorf("logs contain the secret %q", secret)
+		}
+	}
+	for _, want := range []string{`"msg":"starting"`, `"msg":"draining"`, `"msg":"stopped"`, `"msg":"handled request"`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("logs lack %s", want)
+		}
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"production without a Redis password", map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://127.0.0.1:1/0"}, "REDIS_URL"},
+		{"bad listen address", map[string]string{"APP_LISTEN": "nowhere"}, "APP_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(t.Context(), []string{"app"}, func(k string) string { return tt.env[k] }, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("run = %v; want an error naming %s", err, tt.want)
+			}
+		})
+	}
+	if err := run(t.Context(), []string{"app", "bogus"}, func(string) string { return "" }, io.Discard); err == nil {
+		t.Error("an unknown subcommand was accepted")
+	}
+}
+
+func TestHealthcheckFailsWithoutServer(t *testing.T) {
+	env := map[string]string{"APP_LISTEN": "127.0.0.1:1"}
+	if err := run(t.Context(), []string{"app", "healthcheck"}, func(k string) string { return env[k] }, io.Discard); err == nil {
+		t.Error("healthcheck passed with no server")
+	}
+}

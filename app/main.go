@@ -93,6 +93,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
+	// net/http's own complaints (bad requests it rejects before any handler,
+	// failed handshakes) go through zap at warn.
+	httpErrors, err := zap.NewStdLogAt(log.Named("http"), zap.WarnLevel)
+	if err != nil {
+		return err
+	}
 	public := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -100,7 +106,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(log.Named("http").WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
+		ErrorLog:          httpErrors,
 	}
 	internal := &http.Server{
 		Handler:           internalHandler(reg, cfg.Production()),

@@ -52,7 +52,7 @@ type envConfig struct {
 }
 
 func withHasher(h *password.Hasher) envOption { return func(c *envConfig) { c.hasher = h } }
-func withRoutes(f func(*Server)) envOption     { return func(c *envConfig) { c.before = f } }
+func withRoutes(f func(*Server)) envOption    { return func(c *envConfig) { c.before = f } }
 
 // withProductionLogs writes logs as production does, JSON at info, but to
 // io.Discard: for benchmarks, where keeping every entry would skew memory.

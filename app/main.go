@@ -32,6 +32,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal during the drain kills the process at once
+	}()
 	err := run(ctx, os.Args, os.Getenv, os.Stdout)
 	stop()
 	if err != nil {

@@ -63,7 +63,7 @@ func get(t *testing.T, url string) (int, string) {
 // TestRun starts the whole program on port 0 in production mode, talks to it
 // like a client and an operator would, and stops it the way Docker does.
 func TestRun(t *testing.T) {
-	const redisPassword = "test-password-0123456789abcdef"
+	const redisPassword = "t3st-0123456789abcdef-redis"
 	rs := redistest.Start(t, redistest.WithPassword(redisPassword))
 	env := map[string]string{
 		"APP_ENV":             "production",
@@ -147,6 +147,24 @@ func TestRun(t *testing.T) {
 		t.Errorf("healthcheck on a ready server: %v", err)
 	}
 
+	// A request in flight at SIGTERM: its headers are in, its body is not.
+	bodyR, bodyW := io.Pipe()
+	inflight := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(addr+"/api/contact", "application/json", bodyR)
+		if err != nil {
+			t.Errorf("in-flight request: %v", err)
+			inflight <- 0
+			return
+		}
+		resp.Body.Close()
+		inflight <- resp.StatusCode
+	}()
+	if _, err := bodyW.Write([]byte(`{"name":"Late","email":"late@example.com",`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+
 	// SIGTERM: /readyz turns 503 at once while the server still serves, then
 	// run returns nil.
 	cancel()
@@ -163,6 +181,19 @@ func TestRun(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"app", "healthcheck"}, hcEnv, io.Discard); err == nil {
 		t.Error("healthcheck passed on a draining server")
+	}
+	// Past the drain delay the listener is closed and Shutdown waits for the
+	// in-flight request: its body arrives now, and it still succeeds.
+	time.Sleep(500 * time.Millisecond)
+	if _, err := http.Get(addr + "/healthz"); err == nil {
+		t.Error("a new connection was accepted after the drain")
+	}
+	if _, err := bodyW.Write([]byte(`"message":"sent during shutdown"}`)); err != nil {
+		t.Fatal(err)
+	}
+	bodyW.Close()
+	if code := <-inflight; code != http.StatusAccepted {
+		t.Errorf("in-flight request across shutdown = %d; want 202", code)
 	}
 	select {
 	case err := <-done:

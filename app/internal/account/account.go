@@ -67,9 +67,14 @@ func ValidID(id string) bool {
 }
 
 // createScript claims the email and writes the account in one atomic step, so
-// two concurrent signups with one email cannot both succeed.
+// two concurrent signups with one email cannot both succeed. Running it twice
+// with the same id is harmless: when the email is already ours it reports
+// success again and changes nothing.
 var createScript = redis.NewScript(`
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'name', ARGV[3], 'password_hash', ARGV[4], 'created_at', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
 return 1

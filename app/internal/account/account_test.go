@@ -32,6 +32,19 @@ func TestStore(t *testing.T) {
 	if n, _ := rs.Client().ZCard(ctx, "users:created").Result(); n != 1 {
 		t.Errorf("users:created has %d members", n)
 	}
+	// A create that runs twice with one id (a retry) succeeds both times and
+	// writes one account.
+	id := NewID()
+	keys := []string{emailKey("bo@example.com"), userKey(id), "users:created"}
+	for range 2 {
+		if n, err := createScript.Run(ctx, rs.Client(), keys, id, "bo@example.com", "Bo", "h", 1).Int(); n != 1 || err != nil {
+			t.Fatalf("create script = %d, %v; want 1 both times", n, err)
+		}
+	}
+	if n, _ := rs.Client().ZCard(ctx, "users:created").Result(); n != 2 {
+		t.Errorf("users:created has %d members after a repeated create; want 2", n)
+	}
+
 	for _, id := range []string{"", "nope", NewID()} {
 		if _, err := s.Get(ctx, id); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Get(%q) = %v; want ErrNotFound", id, err)

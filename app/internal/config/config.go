@@ -47,12 +47,23 @@ type Config struct {
 	HashWait        time.Duration // APP_HASH_WAIT: how long a request waits for a hashing slot before 503
 }
 
-// placeholderPasswords are values that appear in examples and tutorials; in
-// production they are as good as no password at all.
-var placeholderPasswords = map[string]bool{
-	"changeme": true, "change-me": true, "change_me": true, "password": true, "passw0rd": true,
-	"secret": true, "redis": true, "default": true, "example": true, "admin": true, "test": true,
-	"123456": true, "foobared": true, "replace-me": true, "xxx": true,
+// placeholderWords mark a password copied from an example or a template
+// (".env.example" says "change-me-..."); in production such a password is as
+// good as none, however long it is.
+var placeholderWords = []string{
+	"changeme", "change-me", "change_me", "replaceme", "replace-me", "replace_me",
+	"placeholder", "example", "password", "passw0rd", "secret", "foobared", "default", "xxxxx",
+}
+
+// isPlaceholder reports whether pw looks like one of placeholderWords' sort.
+func isPlaceholder(pw string) bool {
+	lower := strings.ToLower(pw)
+	for _, w := range placeholderWords {
+		if strings.Contains(lower, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // Load reads the configuration through getenv (os.Getenv in main, a map in
@@ -115,10 +126,17 @@ func (c Config) Fields() map[string]any {
 }
 
 // MaskURL returns u with its password replaced by "xxxxx", for logs and errors.
+// A lone user name ("redis://s3cret@host", a password written without its
+// colon) is masked too, since it may well be the secret.
 func MaskURL(u string) string {
 	p, err := url.Parse(u)
 	if err != nil {
 		return "(unparsable URL)"
+	}
+	if p.User != nil {
+		if _, hasPassword := p.User.Password(); !hasPassword {
+			p.User = url.User("xxxxx")
+		}
 	}
 	return p.Redacted()
 }
@@ -197,10 +215,13 @@ func (l *loader) checkRedisURL(u string, production bool) {
 	if !production {
 		return
 	}
+	const generate = "; generate one with: openssl rand -hex 32"
 	switch {
 	case opts.Password == "":
 		l.fail("REDIS_URL", MaskURL(u), "production needs a Redis password: redis://user:PASSWORD@host:6379/0")
-	case placeholderPasswords[strings.ToLower(opts.Password)] || len(opts.Password) < 16:
-		l.fail("REDIS_URL", MaskURL(u), "the Redis password is a placeholder or shorter than 16 characters; generate one with: openssl rand -hex 32")
+	case isPlaceholder(opts.Password):
+		l.fail("REDIS_URL", MaskURL(u), "the Redis password is a placeholder from an example"+generate)
+	case len(opts.Password) < 16:
+		l.fail("REDIS_URL", MaskURL(u), "the Redis password is shorter than 16 characters"+generate)
 	}
 }

@@ -44,6 +44,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"REDIS_URL", "needs a Redis password"}},
 		{"production with placeholder", map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://:changeme@redis:6379/0"},
 			[]string{"REDIS_URL", "placeholder"}},
+		{"production with a long placeholder", map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://app:change-me-to-a-long-random-value@redis:6379/0"},
+			[]string{"REDIS_URL", "placeholder"}},
 		{"production with short password", map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://:abc123@redis:6379/0"},
 			[]string{"REDIS_URL", "shorter than 16"}},
 		{"every error at once", map[string]string{"APP_ENV": "x", "LOG_LEVEL": "y"}, []string{"APP_ENV", "LOG_LEVEL"}},
@@ -79,8 +81,16 @@ func TestSecretsNeverShown(t *testing.T) {
 	if got := c.Fields()["redis_url"].(string); strings.Contains(got, secret) {
 		t.Errorf("Fields shows the password: %s", got)
 	}
-	_, err = Load(env(map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://app:" + secret + "@redis:port/0"}))
-	if err == nil || strings.Contains(err.Error(), secret) {
-		t.Errorf("error for a bad URL = %v; want an error without the password", err)
+	for _, u := range []string{
+		"redis://app:" + secret + "@redis:port/0", // unparsable
+		"redis://" + secret + "@redis:6379/0",     // password without its colon
+	} {
+		_, err = Load(env(map[string]string{"APP_ENV": "production", "REDIS_URL": u}))
+		if err == nil || strings.Contains(err.Error(), secret) {
+			t.Errorf("error for %s = %v; want an error without the password", MaskURL(u), err)
+		}
+	}
+	if got := MaskURL("redis://" + secret + "@redis:6379/0"); strings.Contains(got, secret) {
+		t.Errorf("MaskURL shows a lone user name: %s", got)
 	}
 }

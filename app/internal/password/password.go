@@ -23,12 +23,6 @@ var Params = argon2id.Params{Memory: 19456, Iterations: 2, Parallelism: 1, SaltL
 // ErrBusy means every hashing slot stayed taken for the whole wait.
 var ErrBusy = errors.New("password hashing is at capacity")
 
-// Length limits, in characters. No composition rules (NIST SP 800-63B).
-const (
-	MinLength = 12
-	MaxLength = 128
-)
-
 // Hasher hashes and verifies passwords, at most a fixed number at once.
 type Hasher struct {
 	params argon2id.Params
@@ -64,9 +58,12 @@ func (h *Hasher) Verify(ctx context.Context, password, hash string) (bool, error
 }
 
 func (h *Hasher) acquire(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, h.wait)
+	waitCtx, cancel := context.WithTimeout(ctx, h.wait)
 	defer cancel()
-	if err := h.slots.Acquire(ctx, 1); err != nil {
+	if err := h.slots.Acquire(waitCtx, 1); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // the caller gave up first: not a capacity problem
+		}
 		return fmt.Errorf("wait for a hashing slot: %w", ErrBusy)
 	}
 	return nil

@@ -3,9 +3,9 @@
 // health as Prometheus metrics.
 //
 // The policy: when Redis is down or slow, every command fails within about
-// 2×Timeout plus a short backoff (under one second with the default 250 ms),
-// callers answer 503 instead of hanging, and the client reconnects by itself
-// when Redis comes back, without a restart.
+// two timeouts (a pool wait and a dial or read; under 600 ms with the default
+// 250 ms), callers answer 503 instead of hanging, and the client reconnects by
+// itself when Redis comes back, without a restart.
 package redisdb
 
 import (
@@ -42,11 +42,12 @@ func New(url string, o Options) (*redis.Client, error) {
 	opts.WriteTimeout = o.Timeout
 	opts.PoolTimeout = o.Timeout
 	opts.PoolSize = o.PoolSize
-	// One retry with a short backoff: enough to ride over a reset connection,
-	// few enough that a dead Redis costs at most two timeouts per command.
-	opts.MaxRetries = 1
-	opts.MinRetryBackoff = 8 * time.Millisecond
-	opts.MaxRetryBackoff = 64 * time.Millisecond
+	// No retries. go-redis retries a command whose reply timed out after it
+	// was sent, and the app's writes (a signup, an XADD) must not run twice:
+	// a request that meets a dead or stalled Redis fails once, fast, and the
+	// client decides. The pool drops connections Redis closed before reuse,
+	// so a Redis restart costs no failed request by itself.
+	opts.MaxRetries = -1
 	opts.DialerRetries = 1
 	// A caller's deadline (a readiness probe's, a cancelled request's) cuts a
 	// command short too.
@@ -81,7 +82,7 @@ func Unavailable(err error) bool {
 	// Redis answers these while it starts, fails over or runs out of memory,
 	// and when the app's credentials are wrong: each leaves the app unable to
 	// serve until an operator or Redis itself acts, which is what 503 says.
-	for _, prefix := range []string{"LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"} {
+	for _, prefix := range []string{"LOADING", "MASTERDOWN", "BUSY ", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"} {
 		if redis.HasErrorPrefix(err, prefix) {
 			return true
 		}
@@ -94,7 +95,7 @@ func Unavailable(err error) bool {
 func Instrument(c *redis.Client, reg prometheus.Registerer) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "redis_command_errors_total",
-		Help: "Redis commands that failed, by command; redis.Nil (a missing key) is not a failure.",
+		Help: "Redis commands that failed, by command; a missing key (redis.Nil) and NOSCRIPT are not failures.",
 	}, []string{"command"})
 	reg.MustRegister(errs, &poolCollector{client: c})
 	c.AddHook(errorHook{errs: errs})
@@ -125,7 +126,9 @@ func (h errorHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 
 func (h errorHook) count(cmd redis.Cmder, err error) {
-	if err != nil && !errors.Is(err, redis.Nil) {
+	// redis.Nil is a missing key, and NOSCRIPT is the cue for go-redis to send
+	// a script body after its hash: neither is a failure.
+	if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
 		// Command names come from our code, not from users: a small, fixed set.
 		h.errs.WithLabelValues(cmd.Name()).Inc()
 	}

@@ -27,6 +27,10 @@ func TestUnavailable(t *testing.T) {
 		{fmt.Errorf("get user: %w", context.DeadlineExceeded), true},
 		{fmt.Errorf("get user: %w", redis.ErrPoolTimeout), true},
 		{redis.ErrClosed, true},
+		{proto("LOADING Redis is loading the dataset in memory"), true},
+		{proto("BUSY Redis is busy running a script"), true},
+		{proto("BUSYGROUP Consumer Group name already exists"), false},
+		{proto("WRONGPASS invalid username-password pair"), true},
 	}
 	for _, tt := range tests {
 		if got := Unavailable(tt.err); got != tt.want {
@@ -34,6 +38,14 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// replyError is an error reply from Redis, as go-redis's redis.Error sees it.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+func (replyError) RedisError()     {}
+
+func proto(msg string) error { return fmt.Errorf("some command: %w", replyError(msg)) }
 
 // Against a real server that stops: commands fail fast as Unavailable, the
 // failures are counted, and the client works again once the server is back.
@@ -60,7 +72,7 @@ func TestOutageAndRecovery(t *testing.T) {
 			t.Fatalf("GET with Redis down = %v after %v; want an Unavailable error in under 1s", err, time.Since(start))
 		}
 	}
-	want := "\n# HELP redis_command_errors_total Redis commands that failed, by command; redis.Nil (a missing key) is not a failure.\n" +
+	want := "\n# HELP redis_command_errors_total Redis commands that failed, by command; a missing key (redis.Nil) and NOSCRIPT are not failures.\n" +
 		"# TYPE redis_command_errors_total counter\nredis_command_errors_total{command=\"get\"} 10\n"
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "redis_command_errors_total"); err != nil {
 		t.Errorf("error metric: %v", err)

@@ -22,7 +22,7 @@ type userJSON struct {
 
 type createUserRequest struct {
 	Email    string `json:"email" validate:"required,email,max=254"`
-	Password string `json:"password" validate:"required,min=12,max=128"` // password.MinLength, MaxLength
+	Password string `json:"password" validate:"required,min=12,max=128"` // characters; no composition rules (NIST SP 800-63B)
 	Name     string `json:"name" validate:"required,max=100"`
 }
 

@@ -2,11 +2,13 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"sitekit/app/internal/password"
 )
@@ -66,6 +69,8 @@ func TestAPIStatuses(t *testing.T) {
 		{"unknown user", "GET", "/api/users/AAAAAAAAAAAAAAAAAAAAAAAAAA", "", nil, 404, "not_found"},
 		{"malformed user id", "GET", "/api/users/not-an-id", "", nil, 404, "not_found"},
 		{"unknown API path", "GET", "/api/nope", "", nil, 404, "not_found"},
+		{"unclean path", "POST", "/api//users", validUser, nil, 404, "not_found"},
+		{"dot segments", "GET", "/api/users/../users", "", nil, 404, "not_found"},
 		{"API root", "GET", "/api", "", nil, 404, "not_found"},
 		{"wrong method on a collection", "DELETE", "/api/users", "", nil, 405, "method_not_allowed"},
 		{"wrong method on an item", "PUT", "/api/users/" + user.ID, "", nil, 405, "method_not_allowed"},
@@ -86,6 +91,9 @@ func TestAPIStatuses(t *testing.T) {
 			}
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Errorf("Content-Type = %q", ct)
+			}
+			if resp.Header.Get("X-Content-Type-Options") != "nosniff" || resp.Header.Get("Content-Security-Policy") == "" {
+				t.Errorf("security headers missing: %v", resp.Header)
 			}
 			if tt.wantCode == "" {
 				return
@@ -343,6 +351,23 @@ func TestPanicRecovery(t *testing.T) {
 	if r := e.do("GET", "/healthz", ""); r.StatusCode != 200 {
 		t.Errorf("after a panic, /healthz = %d", r.StatusCode)
 	}
+
+	// A panic after the answer began cannot become a 500: the connection is cut.
+	e3 := newTestEnv(t, withRoutes(func(s *Server) {
+		s.router.Handle("/api/test/half", s.api(func(w http.ResponseWriter, _ *http.Request) error {
+			w.WriteHeader(200)
+			_, _ = w.Write([]byte("[1,2,"))
+			panic("midway")
+		}))
+	}))
+	func() {
+		defer func() {
+			if v := recover(); v != http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as is
+				t.Errorf("panic after a partial answer re-panicked with %v; want http.ErrAbortHandler", v)
+			}
+		}()
+		e3.do("GET", "/api/test/half", "")
+	}()
 	// The same on a page: a generic HTML 500.
 	e2 := newTestEnv(t, withRoutes(func(s *Server) {
 		s.router.Handle("/boom", s.page(func(http.ResponseWriter, *http.Request) error { panic("secret") }))
@@ -352,6 +377,65 @@ func TestPanicRecovery(t *testing.T) {
 	if page.StatusCode != 500 || !strings.Contains(page.Header.Get("Content-Type"), "text/html") || strings.Contains(pageBody, "secret") ||
 		!strings.Contains(pageBody, page.Header.Get("X-Request-ID")) {
 		t.Errorf("page panic = %d %s", page.StatusCode, pageBody)
+	}
+}
+
+// Redis stalled (paused, connections open, no answers): calls that need it
+// still answer 503 in under a second, and no write is applied twice.
+func TestRedisStalled(t *testing.T) {
+	e := newTestEnv(t)
+	created := decode[userJSON](t, e.do("POST", "/api/users", validUser))
+	e.redis.Pause()
+	calls := []struct{ method, path, body string }{
+		{"POST", "/api/contact", `{"name":"Bo","email":"bo@example.com","message":"Hi"}`},
+		{"POST", "/api/users", `{"email":"stall@example.com","password":"correct horse battery","name":"S"}`},
+		{"GET", "/api/users/" + created.ID, ""},
+		{"GET", "/readyz", ""},
+	}
+	for _, c := range calls {
+		start := time.Now()
+		resp := e.do(c.method, c.path, c.body)
+		if elapsed := time.Since(start); resp.StatusCode != 503 || elapsed >= time.Second {
+			t.Errorf("Redis stalled, %s %s = %d in %v; want 503 in under 1s", c.method, c.path, resp.StatusCode, elapsed)
+		}
+	}
+	e.redis.Resume()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.do("GET", "/readyz", "").StatusCode != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("not ready within 5s of Redis resuming")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A timed-out write may still land once Redis wakes, but never twice.
+	rdb := e.redis.Client()
+	if n, _ := rdb.XLen(t.Context(), "contact:messages").Result(); n > 1 {
+		t.Errorf("one contact request stored %d messages", n)
+	}
+	if n, _ := rdb.ZCard(t.Context(), "users:created").Result(); n > 2 {
+		t.Errorf("one signup stored %d accounts", n-1)
+	}
+}
+
+// A client that goes away mid-request is not a server error: no 500, no
+// error log, status 499 in the access log and metrics.
+func TestClientGone(t *testing.T) {
+	e := newTestEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	req := httptest.NewRequestWithContext(ctx, "GET", "/api/users/AAAAAAAAAAAAAAAAAAAAAAAAAA", nil)
+	req.Header.Set("X-Request-ID", "gone-1")
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, req)
+	if w.Code != statusClientClosed {
+		t.Errorf("status = %d; want 499", w.Code)
+	}
+	if n := e.logs.FilterLevelExact(zapcore.ErrorLevel).Len() + e.logs.FilterLevelExact(zapcore.WarnLevel).Len(); n != 0 {
+		t.Errorf("%d warn or error lines for a client that left", n)
+	}
+	access := e.logs.FilterMessage("handled request").FilterField(zap.String("request_id", "gone-1")).All()
+	if len(access) != 1 || access[0].ContextMap()["code"] != "client_closed" {
+		t.Errorf("access lines = %v", access)
 	}
 }
 
@@ -394,6 +478,9 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 			}
 			if c.want == 503 && c.json && !strings.Contains(body, `"code":"unavailable"`) {
 				t.Errorf("%s: body %s", c.name, body)
+			}
+			if c.want == 503 && !c.json && (!strings.Contains(body, "503 · Service Unavailable") || strings.Contains(body, "refused")) {
+				t.Errorf("%s: page %s", c.name, body)
 			}
 		}
 	}

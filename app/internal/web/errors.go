@@ -98,7 +98,13 @@ func (s *Server) logError(r *http.Request, e *Error) {
 		zap.Int("status", e.Status),
 		zap.Error(e.Err),
 	}
-	if e.Status == http.StatusServiceUnavailable {
+	switch {
+	case isProbe(r):
+		// Caddy and Docker ask every few seconds; a failing probe is in the
+		// health status and in the metrics, and would flood the log at warn.
+		s.log.Debug("request failed", fields...)
+		return
+	case e.Status == http.StatusServiceUnavailable:
 		s.log.Warn("request failed", fields...)
 		return
 	}

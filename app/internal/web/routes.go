@@ -1,6 +1,10 @@
 package web
 
-import "net/http"
+import (
+	"net/http"
+
+	"go.uber.org/zap"
+)
 
 // routes installs every route of the app. Reading this function tells you
 // what the app answers; each handler is made by a small method of Server.
@@ -10,6 +14,9 @@ import "net/http"
 // probes are outside both, for Caddy and Docker.
 func (s *Server) routes() {
 	r := s.router
+	// A path with "//", "." or ".." segments gets a 404 in the error contract
+	// rather than mux's bare 301, which clients would follow as a GET.
+	r.SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(s.unmatched)
 	r.MethodNotAllowedHandler = http.HandlerFunc(s.unmatched)
 	r.Use(recordRoute)
@@ -34,6 +41,10 @@ func (s *Server) routes() {
 	api.Handle("/contact", s.api(s.createContact)).Methods(http.MethodPost)
 }
 
+// statusClientClosed is nginx's status for a request the client abandoned
+// before the answer; it is never sent, only logged and counted.
+const statusClientClosed = 499
+
 // handlerFunc is a handler that returns its failure instead of writing it;
 // s.api and s.page turn the error into the response and log it once.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -52,6 +63,15 @@ func (s *Server) page(h handlerFunc) http.Handler {
 func (s *Server) adapt(h handlerFunc, respond func(http.ResponseWriter, *http.Request, *Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
+			if r.Context().Err() != nil {
+				// The client went away mid-request, so the error is most
+				// likely that. Nobody reads an answer: record nginx's 499 for
+				// the access log and metrics, and log the cause at debug.
+				infoOf(r.Context()).code = "client_closed"
+				s.log.Debug("client closed request", zap.String("request_id", requestID(r.Context())), zap.Error(err))
+				w.WriteHeader(statusClientClosed)
+				return
+			}
 			e := asError(err)
 			s.logError(r, e)
 			infoOf(r.Context()).code = e.Code

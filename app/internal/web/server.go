@@ -71,18 +71,19 @@ func New(d Deps) (*Server, error) {
 
 // Handler returns the whole chain. The order, from the outside in, and why:
 //
-//  1. withRequestID: every later layer, log line and error body needs the id.
-//  2. observe: access log and metrics see every request, including 404s,
+//  1. securityHeaders: on every response, whatever answers it.
+//  2. withRequestID: every later layer, log line and error body needs the id.
+//  3. observe: access log and metrics see every request, including 404s,
 //     405s and panics, and measure the whole time.
-//  3. recoverPanic: inside observe, so a panic is logged and counted as the
+//  4. recoverPanic: inside observe, so a panic is logged and counted as the
 //     500 it becomes.
-//  4. the router, whose own middleware (recordRoute, and per-subrouter
+//  5. the router, whose own middleware (recordRoute, and per-subrouter
 //     middleware such as auth) runs for matched routes only.
 //
-// gorilla/mux's Use does not run for unmatched routes, which is why 1–3 wrap
+// gorilla/mux's Use does not run for unmatched routes, which is why 1–4 wrap
 // the router from outside.
 func (s *Server) Handler() http.Handler {
-	return withRequestID(s.observe(s.recoverPanic(s.router)))
+	return securityHeaders(withRequestID(s.observe(s.recoverPanic(s.router))))
 }
 
 // Drain makes /readyz answer 503 from now on, so the proxy stops sending new

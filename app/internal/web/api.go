@@ -23,7 +23,7 @@ type userJSON struct {
 type createUserRequest struct {
 	Email    string `json:"email" validate:"required,email,max=254"`
 	Password string `json:"password" validate:"required,min=12,max=128"` // characters; no composition rules (NIST SP 800-63B)
-	Name     string `json:"name" validate:"required,max=100"`
+	Name     string `json:"name" validate:"required,max=100,text"`
 }
 
 // createUser handles POST /api/users.
@@ -60,9 +60,9 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 
 // contactRequest is a contact message, from the API's JSON or the page's form.
 type contactRequest struct {
-	Name    string `json:"name" validate:"required,max=100"`
+	Name    string `json:"name" validate:"required,max=100,text"`
 	Email   string `json:"email" validate:"required,email,max=254"`
-	Message string `json:"message" validate:"required,max=5000"`
+	Message string `json:"message" validate:"required,max=5000,text"`
 }
 
 func (c *contactRequest) normalize() {

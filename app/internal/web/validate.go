@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-playground/validator/v10"
 )
@@ -21,6 +23,16 @@ func newValidator() *validator.Validate {
 		}
 		return name
 	})
+	// "text": no control or invisible formatting characters (NUL, escape
+	// sequences, U+202E that flips text to spoof what a reader sees), but
+	// line breaks and tabs, which a message may hold.
+	if err := v.RegisterValidation("text", func(fl validator.FieldLevel) bool {
+		return !strings.ContainsFunc(fl.Field().String(), func(r rune) bool {
+			return r != '\n' && r != '\r' && r != '\t' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError)
+		})
+	}); err != nil {
+		panic(err) // only a bad tag name fails, which is a bug here
+	}
 	return v
 }
 
@@ -52,6 +64,8 @@ func fieldMessage(f validator.FieldError) string {
 		return "must be at least " + f.Param() + " characters"
 	case "max":
 		return "must be at most " + f.Param() + " characters"
+	case "text":
+		return "must not contain control or invisible formatting characters"
 	default:
 		return "is invalid"
 	}

@@ -26,6 +26,7 @@ import (
 
 	"sitekit/app/internal/config"
 	"sitekit/app/internal/password"
+	"sitekit/app/internal/ratelimit"
 	"sitekit/app/internal/redisdb"
 	"sitekit/app/internal/web"
 )
@@ -92,6 +93,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Hasher:    password.NewHasher(password.Params, cfg.HashConcurrency, cfg.HashWait),
 		Now:       time.Now,
 		BodyLimit: cfg.BodyLimit,
+
+		Production:      cfg.Production(),
+		SessionIdle:     cfg.SessionIdleTimeout,
+		SessionLifetime: cfg.SessionLifetime,
+		Admins:          cfg.AdminEmails,
+		TrustedProxies:  cfg.TrustedProxies,
+		LimitTimeout:    cfg.RateLimitTimeout,
+		Limits: web.Limits{
+			Global:     ratelimit.Class{Name: "global", Rate: cfg.RateGlobal.N, Period: cfg.RateGlobal.Per, Burst: cfg.RateGlobalBurst, FailOpen: true},
+			Signup:     ratelimit.Class{Name: "signup", Rate: cfg.RateSignup.N, Period: cfg.RateSignup.Per},
+			LoginIP:    ratelimit.Class{Name: "login_ip", Rate: cfg.RateLoginIP.N, Period: cfg.RateLoginIP.Per},
+			LoginEmail: ratelimit.Class{Name: "login_email", Rate: cfg.RateLoginEmail.N, Period: cfg.RateLoginEmail.Per},
+			Contact:    ratelimit.Class{Name: "contact", Rate: cfg.RateContact.N, Period: cfg.RateContact.Per},
+		},
 	})
 	if err != nil {
 		return err

@@ -2,7 +2,9 @@
 //
 // Keys: user:{id} is a hash with the account's fields; user:email:{email}
 // maps a normalised email to its id and is what makes an email unique;
-// users:created is a sorted set of ids by creation time, for listing.
+// users:by_created is a sorted set of "{created ms, 13 digits}:{id}" members,
+// all at score 0, so that lexical order is creation order and a member is an
+// exact cursor for paging.
 package account
 
 import (
@@ -76,7 +78,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
 end
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'name', ARGV[3], 'password_hash', ARGV[4], 'created_at', ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[3], 0, ARGV[6])
 return 1
 `)
 
@@ -92,8 +94,8 @@ func (s *Store) Create(ctx context.Context, email, name, passwordHash string) (U
 	}
 	ms := u.CreatedAt.UnixMilli()
 	ok, err := createScript.Run(ctx, s.rdb,
-		[]string{emailKey(email), userKey(u.ID), "users:created"},
-		u.ID, u.Email, u.Name, u.PasswordHash, ms).Int()
+		[]string{emailKey(email), userKey(u.ID), byCreatedKey},
+		u.ID, u.Email, u.Name, u.PasswordHash, ms, indexMember(u)).Int()
 	if err != nil {
 		return User{}, fmt.Errorf("create user: %w", err)
 	}
@@ -112,12 +114,77 @@ func (s *Store) Get(ctx context.Context, id string) (User, error) {
 	if err != nil {
 		return User{}, fmt.Errorf("get user: %w", err)
 	}
+	return fromHash(vals)
+}
+
+// ByEmail returns the account with email (already normalised), or ErrNotFound.
+func (s *Store) ByEmail(ctx context.Context, email string) (User, error) {
+	id, err := s.rdb.Get(ctx, emailKey(email)).Result()
+	if errors.Is(err, redis.Nil) {
+		return User{}, ErrNotFound
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("find user by email: %w", err)
+	}
+	return s.Get(ctx, id)
+}
+
+// List returns up to limit accounts, newest first, after cursor (empty for
+// the first page), and the cursor of the next page (empty on the last).
+// Accounts created while a client pages are never repeated or skipped
+// below the cursor.
+func (s *Store) List(ctx context.Context, cursor string, limit int) ([]User, string, error) {
+	start := "+"
+	if cursor != "" {
+		if !validMember(cursor) {
+			return nil, "", ErrBadCursor
+		}
+		start = "(" + cursor
+	}
+	members, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: byCreatedKey, Start: start, Stop: "-", ByLex: true, Rev: true, Count: int64(limit + 1),
+	}).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("list users: %w", err)
+	}
+	next := ""
+	if len(members) > limit {
+		members = members[:limit]
+		next = members[limit-1]
+	}
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range members {
+			p.HGetAll(ctx, userKey(m[14:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list users: %w", err)
+	}
+	users := make([]User, 0, len(cmds))
+	for _, c := range cmds {
+		u, err := fromHash(c.(*redis.MapStringStringCmd).Val())
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		users = append(users, u)
+	}
+	return users, next, nil
+}
+
+// ErrBadCursor means a paging cursor is not one List handed out.
+var ErrBadCursor = errors.New("invalid cursor")
+
+func fromHash(vals map[string]string) (User, error) {
 	if len(vals) == 0 {
 		return User{}, ErrNotFound
 	}
 	ms, err := strconv.ParseInt(vals["created_at"], 10, 64)
 	if err != nil {
-		return User{}, fmt.Errorf("get user %s: bad created_at: %w", id, err)
+		return User{}, fmt.Errorf("user %s: bad created_at: %w", vals["id"], err)
 	}
 	return User{
 		ID:           vals["id"],
@@ -126,6 +193,22 @@ func (s *Store) Get(ctx context.Context, id string) (User, error) {
 		PasswordHash: vals["password_hash"],
 		CreatedAt:    time.UnixMilli(ms).UTC(),
 	}, nil
+}
+
+const byCreatedKey = "users:by_created"
+
+func indexMember(u User) string { return fmt.Sprintf("%013d:%s", u.CreatedAt.UnixMilli(), u.ID) }
+
+func validMember(m string) bool {
+	if len(m) != 14+26 || m[13] != ':' || !ValidID(m[14:]) {
+		return false
+	}
+	for _, c := range m[:13] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func userKey(id string) string     { return "user:" + id }

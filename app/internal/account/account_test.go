@@ -2,6 +2,7 @@ package account
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -29,20 +30,20 @@ func TestStore(t *testing.T) {
 		t.Errorf("second Create = %v; want ErrEmailTaken", err)
 	}
 	// The failed Create wrote nothing: one account, one index entry.
-	if n, _ := rs.Client().ZCard(ctx, "users:created").Result(); n != 1 {
-		t.Errorf("users:created has %d members", n)
+	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 1 {
+		t.Errorf("users:by_created has %d members", n)
 	}
 	// A create that runs twice with one id (a retry) succeeds both times and
 	// writes one account.
 	id := NewID()
-	keys := []string{emailKey("bo@example.com"), userKey(id), "users:created"}
+	keys := []string{emailKey("bo@example.com"), userKey(id), byCreatedKey}
 	for range 2 {
-		if n, err := createScript.Run(ctx, rs.Client(), keys, id, "bo@example.com", "Bo", "h", 1).Int(); n != 1 || err != nil {
+		if n, err := createScript.Run(ctx, rs.Client(), keys, id, "bo@example.com", "Bo", "h", 1, indexMember(User{ID: id})).Int(); n != 1 || err != nil {
 			t.Fatalf("create script = %d, %v; want 1 both times", n, err)
 		}
 	}
-	if n, _ := rs.Client().ZCard(ctx, "users:created").Result(); n != 2 {
-		t.Errorf("users:created has %d members after a repeated create; want 2", n)
+	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 2 {
+		t.Errorf("users:by_created has %d members after a repeated create; want 2", n)
 	}
 
 	for _, id := range []string{"", "nope", NewID()} {
@@ -71,5 +72,76 @@ func TestIDs(t *testing.T) {
 func TestNormalizeEmail(t *testing.T) {
 	if got := NormalizeEmail("  Ann@Example.COM \t"); got != "ann@example.com" {
 		t.Errorf("NormalizeEmail = %q", got)
+	}
+}
+
+func TestList(t *testing.T) {
+	rs := redistest.Start(t)
+	now := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	s := NewStore(rs.Client(), func() time.Time { return now })
+	ctx := t.Context()
+	var ids []string
+	for i := range 7 {
+		if i != 3 { // two accounts in one millisecond: ties must page exactly too
+			now = now.Add(time.Second)
+		}
+		u, err := s.Create(ctx, fmt.Sprintf("u%d@example.com", i), "U", "h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, u.ID)
+	}
+	var got []string
+	cursor := ""
+	pages := 0
+	for {
+		users, next, err := s.List(ctx, cursor, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, u := range users {
+			got = append(got, u.ID)
+		}
+		if next == "" {
+			break
+		}
+		if pages == 1 { // a signup between pages is not seen on later pages
+			now = now.Add(time.Second)
+			if _, err := s.Create(ctx, "late@example.com", "L", "h"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cursor = next
+	}
+	if pages != 3 || len(got) != 7 {
+		t.Fatalf("%d pages, %d users; want 3 pages, 7 users", pages, len(got))
+	}
+	seen := map[string]bool{}
+	for _, id := range got {
+		seen[id] = true
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			t.Errorf("user %s missing from the listing", id)
+		}
+	}
+	if got[0] != ids[6] || got[6] != ids[0] {
+		t.Errorf("order = %v; want newest first", got)
+	}
+	if _, _, err := s.List(ctx, "garbage", 3); !errors.Is(err, ErrBadCursor) {
+		t.Errorf("bad cursor = %v", err)
+	}
+}
+
+func TestByEmail(t *testing.T) {
+	rs := redistest.Start(t)
+	s := NewStore(rs.Client(), time.Now)
+	u, _ := s.Create(t.Context(), "ann@example.com", "Ann", "h")
+	if got, err := s.ByEmail(t.Context(), "ann@example.com"); err != nil || got.ID != u.ID {
+		t.Errorf("ByEmail = %+v, %v", got, err)
+	}
+	if _, err := s.ByEmail(t.Context(), "nobody@example.com"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ByEmail unknown = %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap/zapcore"
+
+	"sitekit/app/internal/clientip"
 )
 
 // The two environments. Production turns on JSON logs and refuses unsafe
@@ -45,6 +48,50 @@ type Config struct {
 
 	HashConcurrency int           // APP_HASH_CONCURRENCY: password hashes at once (0: one per CPU)
 	HashWait        time.Duration // APP_HASH_WAIT: how long a request waits for a hashing slot before 503
+
+	SessionIdleTimeout time.Duration  // SESSION_IDLE_TIMEOUT: a session unused this long ends
+	SessionLifetime    time.Duration  // SESSION_LIFETIME: a session ends this long after sign-in, used or not
+	AdminEmails        []string       // ADMIN_EMAILS: comma-separated, normalised
+	TrustedProxies     []netip.Prefix // TRUSTED_PROXIES: peers whose X-Forwarded-For is believed
+
+	RateGlobal       Rate          // RATE_LIMIT_GLOBAL: every request, per client IP
+	RateGlobalBurst  int           // RATE_LIMIT_GLOBAL_BURST
+	RateSignup       Rate          // RATE_LIMIT_SIGNUP: per client IP
+	RateLoginIP      Rate          // RATE_LIMIT_LOGIN_IP: per client IP
+	RateLoginEmail   Rate          // RATE_LIMIT_LOGIN_EMAIL: failed sign-ins per target email
+	RateContact      Rate          // RATE_LIMIT_CONTACT: per client IP
+	RateLimitTimeout time.Duration // RATE_LIMIT_TIMEOUT: the longest a decision may take
+}
+
+// Rate is N events per Per, written "20/s", "5/h" or "30/15m".
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+func (r Rate) String() string {
+	return strconv.Itoa(r.N) + "/" + strings.TrimSuffix(strings.TrimSuffix(r.Per.String(), "0s"), "0m")
+}
+
+// ParseRate parses "N/period", where period is a Go duration ("15m") or a
+// bare unit ("s", "m", "h") meaning one of it.
+func ParseRate(s string) (Rate, error) {
+	n, per, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return Rate{}, errors.New("missing /")
+	}
+	count, err := strconv.Atoi(n)
+	if err != nil || count < 1 {
+		return Rate{}, errors.New("the count must be a whole number of at least 1")
+	}
+	if per != "" && (per[0] < '0' || per[0] > '9') {
+		per = "1" + per
+	}
+	d, err := time.ParseDuration(per)
+	if err != nil || d < time.Second {
+		return Rate{}, errors.New("the period must be a duration of at least 1s")
+	}
+	return Rate{N: count, Per: d}, nil
 }
 
 // placeholderWords mark a password copied from an example or a template
@@ -90,6 +137,19 @@ func Load(getenv func(string) string) (Config, error) {
 
 		HashConcurrency: l.integer("APP_HASH_CONCURRENCY", 0, 0, 64),
 		HashWait:        l.duration("APP_HASH_WAIT", time.Second, 0, time.Minute),
+
+		SessionIdleTimeout: l.duration("SESSION_IDLE_TIMEOUT", 30*time.Minute, time.Minute, 24*time.Hour),
+		SessionLifetime:    l.duration("SESSION_LIFETIME", 12*time.Hour, time.Minute, 30*24*time.Hour),
+		AdminEmails:        l.emails("ADMIN_EMAILS"),
+		TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
+
+		RateGlobal:       l.rate("RATE_LIMIT_GLOBAL", "20/s"),
+		RateGlobalBurst:  l.integer("RATE_LIMIT_GLOBAL_BURST", 40, 1, 1_000_000),
+		RateSignup:       l.rate("RATE_LIMIT_SIGNUP", "5/h"),
+		RateLoginIP:      l.rate("RATE_LIMIT_LOGIN_IP", "30/15m"),
+		RateLoginEmail:   l.rate("RATE_LIMIT_LOGIN_EMAIL", "10/15m"),
+		RateContact:      l.rate("RATE_LIMIT_CONTACT", "5/h"),
+		RateLimitTimeout: l.duration("RATE_LIMIT_TIMEOUT", 100*time.Millisecond, 10*time.Millisecond, time.Second),
 	}
 	if c.Env != Development && c.Env != Production {
 		l.fail("APP_ENV", c.Env, `set it to "development" or "production"`)
@@ -122,6 +182,16 @@ func (c Config) Fields() map[string]any {
 		"shutdown_timeout":    c.ShutdownTimeout.String(),
 		"hash_concurrency":    c.HashConcurrency,
 		"hash_wait":           c.HashWait.String(),
+		"session_idle":        c.SessionIdleTimeout.String(),
+		"session_lifetime":    c.SessionLifetime.String(),
+		"admin_emails":        len(c.AdminEmails), // a count: who the admins are is no one's business in a log
+		"trusted_proxies":     fmt.Sprint(c.TrustedProxies),
+		"rate_global":         fmt.Sprintf("%v burst %d", c.RateGlobal, c.RateGlobalBurst),
+		"rate_signup":         c.RateSignup.String(),
+		"rate_login_ip":       c.RateLoginIP.String(),
+		"rate_login_email":    c.RateLoginEmail.String(),
+		"rate_contact":        c.RateContact.String(),
+		"rate_limit_timeout":  c.RateLimitTimeout.String(),
 	}
 }
 
@@ -203,6 +273,41 @@ func (l *loader) level(name string, def zapcore.Level) zapcore.Level {
 		return def
 	}
 	return lvl
+}
+
+func (l *loader) rate(name, def string) Rate {
+	v := l.str(name, def)
+	r, err := ParseRate(v)
+	if err != nil {
+		l.fail(name, v, err.Error()+`; write N/period, for example "20/s", "5/h" or "30/15m"`)
+		r, _ = ParseRate(def)
+	}
+	return r
+}
+
+func (l *loader) prefixes(name string) []netip.Prefix {
+	v := l.getenv(name)
+	p, err := clientip.ParsePrefixes(v)
+	if err != nil {
+		l.fail(name, v, err.Error()+`; list CIDRs or addresses, for example "172.30.0.2/32" (only your proxy)`)
+	}
+	return p
+}
+
+func (l *loader) emails(name string) []string {
+	var out []string
+	for _, e := range strings.Split(l.getenv(name), ",") {
+		e = strings.ToLower(strings.TrimSpace(e)) // as account.NormalizeEmail
+		if e == "" {
+			continue
+		}
+		if !strings.Contains(e, "@") {
+			l.fail(name, e, "list email addresses separated by commas")
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func (l *loader) checkRedisURL(u string, production bool) {

@@ -94,3 +94,35 @@ func TestSecretsNeverShown(t *testing.T) {
 		t.Errorf("MaskURL shows a lone user name: %s", got)
 	}
 }
+
+func TestAuthAndLimits(t *testing.T) {
+	c, err := Load(env(map[string]string{
+		"ADMIN_EMAILS":       " Root@Example.com, ops@example.com ,",
+		"TRUSTED_PROXIES":    "172.30.0.2, fd00::/8",
+		"RATE_LIMIT_CONTACT": "3/10m",
+		"RATE_LIMIT_SIGNUP":  "2/h",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.AdminEmails) != 2 || c.AdminEmails[0] != "root@example.com" {
+		t.Errorf("admins = %q", c.AdminEmails)
+	}
+	if len(c.TrustedProxies) != 2 || c.TrustedProxies[0].String() != "172.30.0.2/32" {
+		t.Errorf("trusted proxies = %v", c.TrustedProxies)
+	}
+	if c.RateContact != (Rate{3, 10 * time.Minute}) || c.RateSignup != (Rate{2, time.Hour}) || c.RateGlobal != (Rate{20, time.Second}) {
+		t.Errorf("rates = %v %v %v", c.RateContact, c.RateSignup, c.RateGlobal)
+	}
+	if c.SessionIdleTimeout != 30*time.Minute || c.SessionLifetime != 12*time.Hour {
+		t.Errorf("session timeouts = %v %v", c.SessionIdleTimeout, c.SessionLifetime)
+	}
+	for _, bad := range []map[string]string{
+		{"RATE_LIMIT_GLOBAL": "fast"}, {"RATE_LIMIT_GLOBAL": "0/s"}, {"RATE_LIMIT_GLOBAL": "5/ms"},
+		{"TRUSTED_PROXIES": "everyone"}, {"ADMIN_EMAILS": "root"},
+	} {
+		if _, err := Load(env(bad)); err == nil {
+			t.Errorf("Load(%v) accepted", bad)
+		}
+	}
+}

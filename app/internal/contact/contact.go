@@ -6,6 +6,7 @@ package contact
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,9 +44,40 @@ func (s *Store) Add(ctx context.Context, m Message) (string, error) {
 	return id, nil
 }
 
+// ErrBadCursor means a paging cursor is not a stream id.
+var ErrBadCursor = errors.New("invalid cursor")
+
+// List returns up to limit messages, newest first, older than cursor (a
+// message id; empty for the first page), and the next page's cursor (empty
+// on the last page).
+func (s *Store) List(ctx context.Context, cursor string, limit int) ([]Message, string, error) {
+	start := "+"
+	if cursor != "" {
+		var ms, seq uint64
+		if n, err := fmt.Sscanf(cursor, "%d-%d", &ms, &seq); err != nil || n != 2 || fmt.Sprintf("%d-%d", ms, seq) != cursor {
+			return nil, "", ErrBadCursor
+		}
+		start = "(" + cursor
+	}
+	msgs, err := s.read(ctx, start, int64(limit+1))
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(msgs) > limit {
+		msgs = msgs[:limit]
+		next = msgs[limit-1].ID
+	}
+	return msgs, next, nil
+}
+
 // Latest returns up to n messages, newest first.
 func (s *Store) Latest(ctx context.Context, n int64) ([]Message, error) {
-	entries, err := s.rdb.XRevRangeN(ctx, streamKey, "+", "-", n).Result()
+	return s.read(ctx, "+", n)
+}
+
+func (s *Store) read(ctx context.Context, start string, n int64) ([]Message, error) {
+	entries, err := s.rdb.XRevRangeN(ctx, streamKey, start, "-", n).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read contact messages: %w", err)
 	}

@@ -31,3 +31,37 @@ func TestAddAndLatest(t *testing.T) {
 		t.Errorf("stream has %d entries; want 5", n)
 	}
 }
+
+func TestList(t *testing.T) {
+	rs := redistest.Start(t)
+	s := NewStore(rs.Client())
+	ctx := t.Context()
+	for i := range 5 {
+		if _, err := s.Add(ctx, Message{Name: "n", Email: "e@example.com", Message: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	cursor := ""
+	for {
+		msgs, next, err := s.List(ctx, cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			got = append(got, m.Message)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if fmt.Sprint(got) != "[4 3 2 1 0]" {
+		t.Errorf("paged = %v; want all five, newest first", got)
+	}
+	for _, bad := range []string{"x", "1-", "1-2-3", "-1-2"} {
+		if _, _, err := s.List(ctx, bad, 2); err != ErrBadCursor {
+			t.Errorf("List(%q) = %v; want ErrBadCursor", bad, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/alexedwards/argon2id"
@@ -28,6 +29,7 @@ type Hasher struct {
 	params argon2id.Params
 	slots  *semaphore.Weighted
 	wait   time.Duration
+	dummy  func() (string, error) // a hash to verify against when there is no user
 }
 
 // NewHasher returns a Hasher that runs at most concurrency hashes at once (one
@@ -36,7 +38,11 @@ func NewHasher(params argon2id.Params, concurrency int, wait time.Duration) *Has
 	if concurrency <= 0 {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
-	return &Hasher{params: params, slots: semaphore.NewWeighted(int64(concurrency)), wait: wait}
+	h := &Hasher{params: params, slots: semaphore.NewWeighted(int64(concurrency)), wait: wait}
+	h.dummy = sync.OnceValues(func() (string, error) {
+		return argon2id.CreateHash("no user has this password", &h.params)
+	})
+	return h
 }
 
 // Hash returns the PHC string of password's argon2id hash.
@@ -48,12 +54,22 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	return argon2id.CreateHash(password, &h.params)
 }
 
-// Verify reports whether password matches the PHC string hash.
+// Verify reports whether password matches the PHC string hash. With an
+// empty hash (no such user) it does the same work against a dummy hash and
+// reports false, so the time taken does not tell whether a user exists.
 func (h *Hasher) Verify(ctx context.Context, password, hash string) (bool, error) {
 	if err := h.acquire(ctx); err != nil {
 		return false, err
 	}
 	defer h.slots.Release(1)
+	if hash == "" {
+		dummy, err := h.dummy()
+		if err != nil {
+			return false, err
+		}
+		_, err = argon2id.ComparePasswordAndHash(password, dummy)
+		return false, err
+	}
 	return argon2id.ComparePasswordAndHash(password, hash)
 }
 

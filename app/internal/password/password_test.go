@@ -30,6 +30,26 @@ func TestHashAndVerify(t *testing.T) {
 	}
 }
 
+// With no user, Verify does a full hash's work and says no.
+func TestVerifyWithoutUser(t *testing.T) {
+	h := NewHasher(Params, 1, time.Second)
+	real, _ := h.Hash(context.Background(), "correct horse battery staple")
+	timeIt := func(hash string) time.Duration {
+		start := time.Now()
+		ok, err := h.Verify(context.Background(), "correct horse battery staple", hash)
+		if err != nil || (ok != (hash != "")) {
+			t.Fatalf("Verify(hash %q) = %v, %v", hash, ok, err)
+		}
+		return time.Since(start)
+	}
+	timeIt("") // the first call makes the dummy hash
+	withUser, without := timeIt(real), timeIt("")
+	// Generous bounds: the point is a full hash's work (not microseconds).
+	if without < withUser/10 || without > withUser*10 {
+		t.Errorf("verify without a user took %v, with one %v; want about the same", without, withUser)
+	}
+}
+
 func TestBusy(t *testing.T) {
 	h := NewHasher(Params, 1, 20*time.Millisecond)
 	ctx := context.Background()

@@ -5,8 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-
 	"sitekit/app/internal/account"
 	"sitekit/app/internal/contact"
 )
@@ -47,15 +45,6 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Location", "/api/users/"+u.ID)
 	return writeJSON(w, http.StatusCreated, userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt})
-}
-
-// getUser handles GET /api/users/{id}: the public view of one user.
-func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.accounts.Get(r.Context(), mux.Vars(r)["id"])
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, userJSON{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt})
 }
 
 // contactRequest is a contact message, from the API's JSON or the page's form.

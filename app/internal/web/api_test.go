@@ -172,8 +172,8 @@ func TestConcurrentDuplicateSignup(t *testing.T) {
 	if count[201] != 1 || count[409] != n-1 {
 		t.Errorf("statuses = %v; want exactly one 201 and %d 409s", count, n-1)
 	}
-	if n, _ := e.redis.Client().ZCard(t.Context(), "users:created").Result(); n != 1 {
-		t.Errorf("users:created has %d members; want 1", n)
+	if n, _ := e.redis.Client().ZCard(t.Context(), "users:by_created").Result(); n != 1 {
+		t.Errorf("users:by_created has %d members; want 1", n)
 	}
 }
 
@@ -236,9 +236,11 @@ func TestContactStored(t *testing.T) {
 func TestMethodNotAllowedAllowHeader(t *testing.T) {
 	e := newTestEnv(t)
 	tests := []struct{ method, path, allow string }{
-		{"DELETE", "/api/users", "POST"},
+		{"DELETE", "/api/users", "GET, HEAD, POST"},
 		{"POST", "/api/users/AAAAAAAAAAAAAAAAAAAAAAAAAA", "GET, HEAD"},
-		{"PUT", "/api/contact", "POST"},
+		{"PUT", "/api/contact", "GET, HEAD, POST"},
+		{"GET", "/api/sessions", "POST"},
+		{"POST", "/api/me", "GET, HEAD"},
 		{"DELETE", "/contact", "GET, HEAD, POST"},
 		{"POST", "/about", "GET, HEAD"},
 	}
@@ -415,7 +417,7 @@ func TestRedisStalled(t *testing.T) {
 	if n, _ := rdb.XLen(t.Context(), "contact:messages").Result(); n > 1 {
 		t.Errorf("one contact request stored %d messages", n)
 	}
-	if n, _ := rdb.ZCard(t.Context(), "users:created").Result(); n > 2 {
+	if n, _ := rdb.ZCard(t.Context(), "users:by_created").Result(); n > 2 {
 		t.Errorf("one signup stored %d accounts", n-1)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"sitekit/app/internal/account"
+	"sitekit/app/internal/contact"
 	"sitekit/app/internal/password"
 	"sitekit/app/internal/redisdb"
 )
@@ -42,10 +43,13 @@ const (
 	codeBadRequest       = "bad_request"            // 400
 	codeNotFound         = "not_found"              // 404
 	codeMethodNotAllowed = "method_not_allowed"     // 405
+	codeUnauthorized     = "unauthorized"           // 401
+	codeForbidden        = "forbidden"              // 403
 	codeConflict         = "conflict"               // 409
 	codeTooLarge         = "payload_too_large"      // 413
 	codeUnsupportedMedia = "unsupported_media_type" // 415
 	codeValidation       = "validation_failed"      // 422
+	codeRateLimited      = "rate_limited"           // 429
 	codeInternal         = "internal"               // 500
 	codeUnavailable      = "unavailable"            // 503
 )
@@ -71,6 +75,8 @@ func asError(err error) *Error {
 		return errorf(http.StatusNotFound, codeNotFound, "user not found")
 	case errors.Is(err, account.ErrEmailTaken):
 		return errorf(http.StatusConflict, codeConflict, "an account with this email already exists")
+	case errors.Is(err, account.ErrBadCursor), errors.Is(err, contact.ErrBadCursor):
+		return errorf(http.StatusBadRequest, codeBadRequest, "the next cursor is not one this API handed out")
 	case errors.Is(err, password.ErrBusy), redisdb.Unavailable(err):
 		return withCause(errUnavailable, err)
 	default:

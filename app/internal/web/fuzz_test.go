@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"sitekit/app/internal/clientip"
 )
 
 // FuzzDecodeJSON feeds the one JSON decoder arbitrary bodies: it must never
@@ -52,7 +54,8 @@ func FuzzRequestID(f *testing.F) {
 		f.Add(seed)
 	}
 	var got string
-	h := withRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = requestID(r.Context()) }))
+	s := &Server{clientIPs: clientip.NewResolver(nil)}
+	h := s.withRequestInfo(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = requestID(r.Context()) }))
 	f.Fuzz(func(t *testing.T, in string) {
 		req := httptest.NewRequest("GET", "/", nil)
 		req.Header["X-Request-Id"] = []string{in}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"sitekit/app/internal/password"
+	"sitekit/app/internal/ratelimit"
 	"sitekit/app/internal/redisdb"
 	"sitekit/app/internal/redistest"
 )
@@ -46,13 +47,21 @@ type envOption func(*envConfig)
 
 type envConfig struct {
 	hasher    *password.Hasher
+	deps      func(*Deps) // changes to the defaults below, made last
 	bodyLimit int64
 	before    func(*Server) // runs before the chain is built, to add test-only routes
 	log       *zap.Logger   // nil: logs are kept in memory for assertions
 }
 
 func withHasher(h *password.Hasher) envOption { return func(c *envConfig) { c.hasher = h } }
-func withRoutes(f func(*Server)) envOption    { return func(c *envConfig) { c.before = f } }
+func withDeps(f func(*Deps)) envOption        { return func(c *envConfig) { c.deps = f } }
+
+// unlimited is a rate-limit class no test reaches by accident; the tests of
+// limits set their own.
+func unlimited(name string, failOpen bool) ratelimit.Class {
+	return ratelimit.Class{Name: name, Rate: 1_000_000, Period: time.Second, FailOpen: failOpen}
+}
+func withRoutes(f func(*Server)) envOption { return func(c *envConfig) { c.before = f } }
 
 // withProductionLogs writes logs as production does, JSON at info, but to
 // io.Discard: for benchmarks, where keeping every entry would skew memory.
@@ -84,14 +93,28 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	}
 	reg := prometheus.NewRegistry()
 	redisdb.Instrument(rdb, reg)
-	srv, err := New(Deps{
-		Log:       log,
-		Redis:     rdb,
-		Registry:  reg,
-		Hasher:    cfg.hasher,
-		Now:       time.Now,
-		BodyLimit: cfg.bodyLimit,
-	})
+	deps := Deps{
+		Log:             log,
+		Redis:           rdb,
+		Registry:        reg,
+		Hasher:          cfg.hasher,
+		Now:             time.Now,
+		BodyLimit:       cfg.bodyLimit,
+		SessionIdle:     30 * time.Minute,
+		SessionLifetime: 12 * time.Hour,
+		LimitTimeout:    100 * time.Millisecond,
+		Limits: Limits{
+			Global:     unlimited("global", true),
+			Signup:     unlimited("signup", false),
+			LoginIP:    unlimited("login_ip", false),
+			LoginEmail: unlimited("login_email", false),
+			Contact:    unlimited("contact", false),
+		},
+	}
+	if cfg.deps != nil {
+		cfg.deps(&deps)
+	}
+	srv, err := New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -14,6 +14,8 @@ import (
 
 	"github.com/gorilla/mux"
 	"go.uber.org/zap"
+
+	"sitekit/app/internal/session"
 )
 
 // requestInfo is what the outer middleware learns about a request as it runs
@@ -22,8 +24,13 @@ import (
 // and the outer ones read after next returns.
 type requestInfo struct {
 	id    string
-	route string // route template; "unmatched" for 404s and 405s
-	code  string // API error code, when the request failed
+	ip    netip.Addr // the client, from clientip: the one answer logs, metrics and limits use
+	route string     // route template; "unmatched" for 404s and 405s
+	code  string     // API error code, when the request failed
+
+	// Set by loadSession on pages and API routes.
+	session    *session.Session // nil when signed out
+	sessionErr error            // Redis could not say who the user is
 }
 
 type infoKey struct{}
@@ -58,17 +65,22 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// withRequestID takes the request id from X-Request-ID when Caddy (or a
-// client, when there is no Caddy) sent a safe one, and makes one otherwise.
-// It echoes the id in the response, so a user can quote it in a bug report.
-func withRequestID(next http.Handler) http.Handler {
+// withRequestInfo starts the request's info. The request id comes from
+// X-Request-ID when Caddy (or a client, when there is no Caddy) sent a safe
+// one, and is made here otherwise; it is echoed in the response, so a user
+// can quote it in a bug report. The client IP comes from clientip, once.
+func (s *Server) withRequestInfo(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-ID")
 		if !validRequestID(id) {
 			id = rand.Text()
 		}
 		w.Header().Set("X-Request-ID", id)
-		ri := &requestInfo{id: id, route: routeUnmatched}
+		ri := &requestInfo{
+			id:    id,
+			ip:    s.clientIPs.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For")),
+			route: routeUnmatched,
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), infoKey{}, ri)))
 	})
 }
@@ -157,7 +169,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 				zap.Int("status", sw.status),
 				zap.Int64("size", sw.size),
 				zap.Float64("duration", elapsed.Seconds()),
-				zap.String("remote_ip", clientIP(r)),
+				zap.String("remote_ip", ri.ip.String()),
 				zap.String("user_agent", r.UserAgent()),
 			}
 			if ri.code != "" {
@@ -166,15 +178,6 @@ func (s *Server) observe(next http.Handler) http.Handler {
 			ce.Write(fields...)
 		}
 	})
-}
-
-// clientIP is the one place the client's address comes from.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // recoverPanic turns a panic in any handler into the generic 500, logs the

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"sitekit/app/internal/contact"
+	"sitekit/app/internal/session"
 )
 
 //go:embed templates/*.html
@@ -85,15 +86,33 @@ func newRenderer() (*renderer, error) {
 
 // pageData is what every page template gets.
 type pageData struct {
-	Path      string // for the navigation's current item
-	RequestID string
-	Form      *contactFormData
+	Path      string        // for the navigation's current item
+	RequestID string        // shown on error pages
+	User      *session.User // the signed-in user, nil when signed out
+	Form      *formData
 	Error     *errorPage
 }
 
-type contactFormData struct {
-	Values contactRequest
-	Errors map[string]string // field → message
+// formData is a form as the user left it: the values typed (never the
+// password) and a message per invalid field, or one Alert for the whole form.
+type formData struct {
+	Values map[string]string
+	Errors map[string]string
+	Alert  string
+}
+
+// formWithErrors turns a 422 from s.check into the form's per-field errors;
+// any other error is returned as it is.
+func formWithErrors(err error, values map[string]string) (*formData, error) {
+	var e *Error
+	if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity {
+		return nil, err
+	}
+	f := &formData{Values: values, Errors: map[string]string{}}
+	for _, d := range e.Details {
+		f.Errors[d.Field] = d.Message
+	}
+	return f, nil
 }
 
 type errorPage struct {
@@ -111,6 +130,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	}
 	data.Path = r.URL.Path
 	data.RequestID = requestID(r.Context())
+	data.User, _ = currentUser(r) // Redis down: shown as signed out
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
 		return fmt.Errorf("render %s: %w", name, err)
@@ -148,13 +168,36 @@ func (s *Server) staticPage(name string) handlerFunc {
 
 // contactForm handles GET /contact.
 func (s *Server) contactForm(w http.ResponseWriter, r *http.Request) error {
-	return s.render(w, r, http.StatusOK, "contact", pageData{Form: &contactFormData{}})
+	return s.render(w, r, http.StatusOK, "contact", pageData{Form: &formData{}})
 }
 
 // contactSubmit handles POST /contact: a valid message is stored and answered
 // with a redirect (so a reload does not send it twice); an invalid one gets
 // the form again with each field's error and what was typed.
 func (s *Server) contactSubmit(w http.ResponseWriter, r *http.Request) error {
+	if err := s.parseForm(w, r); err != nil {
+		return err
+	}
+	in := contactRequest{Name: r.PostForm.Get("name"), Email: r.PostForm.Get("email"), Message: r.PostForm.Get("message")}
+	in.normalize()
+	if err := s.check(in); err != nil {
+		form, err := formWithErrors(err, map[string]string{"name": in.Name, "email": in.Email, "message": in.Message})
+		if err != nil {
+			return err
+		}
+		infoOf(r.Context()).code = codeValidation
+		return s.render(w, r, http.StatusUnprocessableEntity, "contact", pageData{Form: form})
+	}
+	if _, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message}); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/contact/thanks", http.StatusSeeOther)
+	return nil
+}
+
+// parseForm reads a url-encoded form body of at most the body limit into
+// r.PostForm.
+func (s *Server) parseForm(w http.ResponseWriter, r *http.Request) error {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "application/x-www-form-urlencoded" {
 		return errorf(http.StatusUnsupportedMediaType, codeUnsupportedMedia, "send the form as application/x-www-form-urlencoded")
@@ -167,24 +210,6 @@ func (s *Server) contactSubmit(w http.ResponseWriter, r *http.Request) error {
 		}
 		return errorf(http.StatusBadRequest, codeBadRequest, "the form could not be read")
 	}
-	in := contactRequest{Name: r.PostForm.Get("name"), Email: r.PostForm.Get("email"), Message: r.PostForm.Get("message")}
-	in.normalize()
-	if err := s.check(in); err != nil {
-		var e *Error
-		if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity {
-			return err
-		}
-		form := &contactFormData{Values: in, Errors: map[string]string{}}
-		for _, d := range e.Details {
-			form.Errors[d.Field] = d.Message
-		}
-		infoOf(r.Context()).code = e.Code
-		return s.render(w, r, http.StatusUnprocessableEntity, "contact", pageData{Form: form})
-	}
-	if _, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message}); err != nil {
-		return err
-	}
-	http.Redirect(w, r, "/contact/thanks", http.StatusSeeOther)
 	return nil
 }
 

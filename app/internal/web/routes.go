@@ -7,11 +7,17 @@ import (
 )
 
 // routes installs every route of the app. Reading this function tells you
-// what the app answers; each handler is made by a small method of Server.
+// what the app answers, who may ask, and how often.
+//
+// Around every route (Handler in server.go): security headers, request id
+// and client IP, access log and metrics, panic recovery, the global per-IP
+// rate limit (not on probes) and cross-origin protection for POST, PUT,
+// PATCH and DELETE.
 //
 // Pages answer GET and HEAD and render HTML, errors included. The API lives
-// under /api, speaks JSON only and answers errors in one JSON shape. Health
-// probes are outside both, for Caddy and Docker.
+// under /api, speaks JSON only and answers errors in one JSON shape. Both
+// load the session from the cookie. Health probes and static files need no
+// session.
 func (s *Server) routes() {
 	r := s.router
 	// A path with "//", "." or ".." segments gets a 404 in the error contract
@@ -22,24 +28,42 @@ func (s *Server) routes() {
 	r.Use(recordRoute)
 
 	// Health: liveness never touches Redis; readiness does.
-	r.Handle("/healthz", s.api(s.healthz)).Methods(http.MethodGet, http.MethodHead)
-	r.Handle("/readyz", s.api(s.readyz)).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/healthz", s.api(s.healthz)).Methods(get...)
+	r.Handle("/readyz", s.api(s.readyz)).Methods(get...)
+	r.Handle("/static/{file}", s.page(s.static)).Methods(get...)
 
-	// Pages. The session and CSRF middleware will sit on this subrouter.
+	lim := s.limits
+
+	// Pages.
 	pages := r.NewRoute().Subrouter()
-	pages.Handle("/", s.page(s.staticPage("home"))).Methods(http.MethodGet, http.MethodHead)
-	pages.Handle("/about", s.page(s.staticPage("about"))).Methods(http.MethodGet, http.MethodHead)
-	pages.Handle("/contact", s.page(s.contactForm)).Methods(http.MethodGet, http.MethodHead)
-	pages.Handle("/contact", s.page(s.contactSubmit)).Methods(http.MethodPost)
-	pages.Handle("/contact/thanks", s.page(s.staticPage("contact_thanks"))).Methods(http.MethodGet, http.MethodHead)
-	pages.Handle("/static/{file}", s.page(s.static)).Methods(http.MethodGet, http.MethodHead)
+	pages.Use(s.loadSession)
+	pages.Handle("/", s.page(s.staticPage("home"))).Methods(get...)
+	pages.Handle("/about", s.page(s.staticPage("about"))).Methods(get...)
+	pages.Handle("/contact", s.page(s.contactForm)).Methods(get...)
+	pages.Handle("/contact", s.limit(lim.Contact, s.page(s.contactSubmit))).Methods(http.MethodPost)
+	pages.Handle("/contact/thanks", s.page(s.staticPage("contact_thanks"))).Methods(get...)
+	pages.Handle("/signup", s.page(s.signupForm)).Methods(get...)
+	pages.Handle("/signup", s.limit(lim.Signup, s.page(s.signupSubmit))).Methods(http.MethodPost)
+	pages.Handle("/login", s.page(s.loginForm)).Methods(get...)
+	pages.Handle("/login", s.limit(lim.LoginIP, s.page(s.loginSubmit))).Methods(http.MethodPost) // and per email, inside
+	pages.Handle("/logout", s.page(s.logout)).Methods(http.MethodPost)
+	pages.Handle("/account", s.page(s.accountPage)).Methods(get...) // signed out: redirect to /login
 
-	// JSON API. Sessions, CSRF and rate limits will sit on this subrouter.
+	// JSON API.
 	api := r.PathPrefix("/api").Subrouter()
-	api.Handle("/users", s.api(s.createUser)).Methods(http.MethodPost)
-	api.Handle("/users/{id}", s.api(s.getUser)).Methods(http.MethodGet, http.MethodHead)
-	api.Handle("/contact", s.api(s.createContact)).Methods(http.MethodPost)
+	api.Use(s.loadSession)
+	api.Handle("/users", s.limit(lim.Signup, s.api(s.createUser))).Methods(http.MethodPost)
+	api.Handle("/users", s.api(s.requireAdmin(s.listUsers))).Methods(get...)
+	api.Handle("/users/{id}", s.api(s.getUser)).Methods(get...) // email only for themself or an admin
+	api.Handle("/contact", s.limit(lim.Contact, s.api(s.createContact))).Methods(http.MethodPost)
+	api.Handle("/contact", s.api(s.requireAdmin(s.listContact))).Methods(get...)
+	api.Handle("/sessions", s.limit(lim.LoginIP, s.api(s.createSession))).Methods(http.MethodPost) // and per email, inside
+	api.Handle("/sessions/current", s.api(s.deleteSession)).Methods(http.MethodDelete)
+	api.Handle("/me", s.api(s.requireUser(s.me))).Methods(get...)
 }
+
+// get is the methods of a read-only route: HEAD is GET without the body.
+var get = []string{http.MethodGet, http.MethodHead}
 
 // statusClientClosed is nginx's status for a request the client abandoned
 // before the answer; it is never sent, only logged and counted.

@@ -7,6 +7,7 @@ package web
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -17,9 +18,12 @@ import (
 	"go.uber.org/zap"
 
 	"sitekit/app/internal/account"
+	"sitekit/app/internal/clientip"
 	"sitekit/app/internal/contact"
 	"sitekit/app/internal/password"
+	"sitekit/app/internal/ratelimit"
 	"sitekit/app/internal/redisdb"
+	"sitekit/app/internal/session"
 )
 
 // Deps are what the HTTP layer needs from the program.
@@ -30,21 +34,46 @@ type Deps struct {
 	Hasher    *password.Hasher
 	Now       func() time.Time
 	BodyLimit int64 // largest JSON or form body, in bytes
+
+	Production      bool // cookies: __Host- and Secure in production only
+	SessionIdle     time.Duration
+	SessionLifetime time.Duration
+	Admins          []string // normalised emails
+	TrustedProxies  []netip.Prefix
+	Limits          Limits
+	LimitTimeout    time.Duration
+}
+
+// Limits are the rate-limit classes the routes use.
+type Limits struct {
+	Global     ratelimit.Class // every request, per client IP; fails open
+	Signup     ratelimit.Class // per client IP; fails closed
+	LoginIP    ratelimit.Class // per client IP; fails closed
+	LoginEmail ratelimit.Class // failed sign-ins per target email; fails closed
+	Contact    ratelimit.Class // per client IP; fails closed
 }
 
 // Server holds the handlers' dependencies and the router.
 type Server struct {
-	log       *zap.Logger
-	redis     *redis.Client
-	accounts  *account.Store
-	contacts  *contact.Store
-	hasher    *password.Hasher
-	metrics   *httpMetrics
-	pages     *renderer
-	validate  *validator.Validate
-	bodyLimit int64
-	draining  atomic.Bool
-	router    *mux.Router
+	log        *zap.Logger
+	redis      *redis.Client
+	accounts   *account.Store
+	contacts   *contact.Store
+	sessions   *session.Store
+	limiter    *ratelimit.Limiter
+	limits     Limits
+	clientIPs  *clientip.Resolver
+	hasher     *password.Hasher
+	metrics    *httpMetrics
+	pages      *renderer
+	validate   *validator.Validate
+	csrf       *http.CrossOriginProtection
+	admins     map[string]bool
+	cookieName string
+	secure     bool
+	bodyLimit  int64
+	draining   atomic.Bool
+	router     *mux.Router
 }
 
 // New returns a Server with every route installed.
@@ -58,6 +87,13 @@ func New(d Deps) (*Server, error) {
 		redis:     d.Redis,
 		accounts:  account.NewStore(d.Redis, d.Now),
 		contacts:  contact.NewStore(d.Redis),
+		sessions:  session.NewStore(d.Redis, d.Now, d.SessionIdle, d.SessionLifetime, d.Registry),
+		limiter:   ratelimit.New(d.Redis, d.LimitTimeout, d.Registry),
+		limits:    d.Limits,
+		clientIPs: clientip.NewResolver(d.TrustedProxies),
+		csrf:      http.NewCrossOriginProtection(),
+		admins:    map[string]bool{},
+		secure:    d.Production,
 		hasher:    d.Hasher,
 		metrics:   newHTTPMetrics(d.Registry),
 		pages:     pages,
@@ -65,6 +101,19 @@ func New(d Deps) (*Server, error) {
 		bodyLimit: d.BodyLimit,
 		router:    mux.NewRouter(),
 	}
+	for _, a := range d.Admins {
+		s.admins[a] = true
+	}
+	// The __Host- prefix makes browsers refuse the cookie unless it is Secure,
+	// has Path=/ and no Domain: no subdomain or plain-http page can set or
+	// shadow it. Plain http on localhost in development cannot be Secure.
+	s.cookieName = "session"
+	if d.Production {
+		s.cookieName = "__Host-session"
+	}
+	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.respondError(w, r, errorf(http.StatusForbidden, codeForbidden, "cross-origin request refused"))
+	}))
 	s.routes()
 	return s, nil
 }
@@ -72,18 +121,22 @@ func New(d Deps) (*Server, error) {
 // Handler returns the whole chain. The order, from the outside in, and why:
 //
 //  1. securityHeaders: on every response, whatever answers it.
-//  2. withRequestID: every later layer, log line and error body needs the id.
+//  2. withRequestInfo: the request id and the client IP, which every later
+//     layer, log line and error body uses.
 //  3. observe: access log and metrics see every request, including 404s,
-//     405s and panics, and measure the whole time.
+//     405s, panics and refusals, and measure the whole time.
 //  4. recoverPanic: inside observe, so a panic is logged and counted as the
 //     500 it becomes.
-//  5. the router, whose own middleware (recordRoute, and per-subrouter
-//     middleware such as auth) runs for matched routes only.
+//  5. limitGlobal: the per-IP flood limit, before any other work is done.
+//  6. s.csrf: cross-origin state-changing requests stop here, before any
+//     handler or session lookup.
+//  7. the router, whose own middleware (recordRoute, loadSession on pages and
+//     API, per-route limits and auth) runs for matched routes only.
 //
-// gorilla/mux's Use does not run for unmatched routes, which is why 1–4 wrap
+// gorilla/mux's Use does not run for unmatched routes, which is why 1–6 wrap
 // the router from outside.
 func (s *Server) Handler() http.Handler {
-	return securityHeaders(withRequestID(s.observe(s.recoverPanic(s.router))))
+	return securityHeaders(s.withRequestInfo(s.observe(s.recoverPanic(s.limitGlobal(s.csrf.Handler(s.router))))))
 }
 
 // Drain makes /readyz answer 503 from now on, so the proxy stops sending new

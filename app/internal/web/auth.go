@@ -1,0 +1,205 @@
+package web
+
+import (
+	"errors"
+	"net/http"
+
+	"go.uber.org/zap"
+
+	"sitekit/app/internal/account"
+	"sitekit/app/internal/ratelimit"
+	"sitekit/app/internal/session"
+)
+
+// loadSession is router middleware on pages and the API: when the request
+// carries a session cookie, it loads the session (one Redis round trip,
+// which also slides the idle timeout) into the request's info.
+//
+// Failure policy: when Redis cannot answer, the request goes on as signed
+// out for pages that need no user, and routes that need one answer 503
+// (requireUser): a Redis outage neither logs anyone out nor lets anyone in.
+func (s *Server) loadSession(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(s.cookieName)
+		if err != nil || c.Value == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ri := infoOf(r.Context())
+		sess, err := s.sessions.Load(r.Context(), c.Value)
+		switch {
+		case err == nil:
+			ri.session = &sess
+		case errors.Is(err, session.ErrNotFound):
+			s.clearSessionCookie(w) // expired or logged out: stop sending it
+		default:
+			ri.sessionErr = err
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// currentUser returns the signed-in user, nil when signed out, or an error
+// when Redis could not tell.
+func currentUser(r *http.Request) (*session.User, error) {
+	ri := infoOf(r.Context())
+	if ri.sessionErr != nil {
+		return nil, ri.sessionErr
+	}
+	if ri.session == nil {
+		return nil, nil
+	}
+	return &ri.session.User, nil
+}
+
+var errSignedOut = errorf(http.StatusUnauthorized, codeUnauthorized, "sign in first")
+
+// requireUser guards an API route: 401 when signed out, 503 when Redis could
+// not say who the user is.
+func (s *Server) requireUser(next handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		u, err := currentUser(r)
+		if err != nil {
+			return err
+		}
+		if u == nil {
+			return errSignedOut
+		}
+		return next(w, r)
+	}
+}
+
+// requireAdmin guards an admin API route: 401 when signed out, 403 for a
+// user whose email is not in ADMIN_EMAILS.
+func (s *Server) requireAdmin(next handlerFunc) handlerFunc {
+	return s.requireUser(func(w http.ResponseWriter, r *http.Request) error {
+		if u, _ := currentUser(r); !s.admins[u.Email] {
+			return errorf(http.StatusForbidden, codeForbidden, "admins only")
+		}
+		return next(w, r)
+	})
+}
+
+func (s *Server) setSessionCookie(w http.ResponseWriter, id string) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     s.cookieName,
+		Value:    id,
+		Path:     "/",
+		MaxAge:   int(s.sessions.Lifetime().Seconds()),
+		Secure:   s.secure,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+func (s *Server) clearSessionCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: s.cookieName, Value: "", Path: "/", MaxAge: -1,
+		Secure: s.secure, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}
+
+var errBadCredentials = errorf(http.StatusUnauthorized, codeUnauthorized, "invalid email or password")
+
+// authenticate checks email and password. A wrong password and an unknown
+// email fail the same way after the same work (a full argon2id verify), so
+// neither the answer nor its timing tells whether an account exists.
+//
+// Every attempt spends one unit of the target email's limit before any
+// work, atomically, so concurrent guesses from many IPs cannot slip past
+// it; a success gives the units back. The limit fails closed.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, email, password string) (account.User, error) {
+	ctx := r.Context()
+	emailKey := ratelimit.HashKey(email)
+	d, err := s.limiter.Allow(ctx, s.limits.LoginEmail, emailKey)
+	if err != nil {
+		return account.User{}, err
+	}
+	if !d.Allowed {
+		return account.User{}, s.tooMany(w, d)
+	}
+	u, err := s.accounts.ByEmail(ctx, email)
+	if err != nil && !errors.Is(err, account.ErrNotFound) {
+		return account.User{}, err
+	}
+	ok, err := s.hasher.Verify(ctx, password, u.PasswordHash) // "" for no user: a dummy verify
+	if err != nil {
+		return account.User{}, err
+	}
+	if !ok {
+		return account.User{}, errBadCredentials
+	}
+	if err := s.limiter.Reset(ctx, s.limits.LoginEmail, emailKey); err != nil {
+		s.log.Warn("reset login limit", zap.String("request_id", requestID(ctx)), zap.Error(err))
+	}
+	return u, nil
+}
+
+// signIn starts a session for u, replacing the request's current one, and
+// sets the cookie.
+func (s *Server) signIn(w http.ResponseWriter, r *http.Request, u account.User) error {
+	var old string
+	if c, err := r.Cookie(s.cookieName); err == nil {
+		old = c.Value
+	}
+	sess, err := s.sessions.Create(r.Context(), session.User{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt}, old)
+	if err != nil {
+		return err
+	}
+	s.setSessionCookie(w, sess.ID)
+	return nil
+}
+
+// signOut deletes the current session server-side, at once, and clears the
+// cookie. It reports whether there was a session.
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request) (bool, error) {
+	c, err := r.Cookie(s.cookieName)
+	if err != nil || c.Value == "" {
+		return false, nil
+	}
+	if err := s.sessions.Delete(r.Context(), c.Value); err != nil {
+		return false, err
+	}
+	s.clearSessionCookie(w)
+	return infoOf(r.Context()).session != nil, nil
+}
+
+type loginRequest struct {
+	Email    string `json:"email" validate:"required,max=254"`
+	Password string `json:"password" validate:"required,max=128"`
+}
+
+// createSession handles POST /api/sessions: sign in.
+func (s *Server) createSession(w http.ResponseWriter, r *http.Request) error {
+	var in loginRequest
+	if err := decodeJSON(w, r, s.bodyLimit, &in); err != nil {
+		return err
+	}
+	in.Email = account.NormalizeEmail(in.Email)
+	if err := s.check(in); err != nil {
+		return err
+	}
+	u, err := s.authenticate(w, r, in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	if err := s.signIn(w, r, u); err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		User userJSON `json:"user"`
+	}{userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt}})
+}
+
+// deleteSession handles DELETE /api/sessions/current: sign out.
+func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.signOut(w, r); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// me handles GET /api/me: the signed-in user.
+func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
+	u, _ := currentUser(r) // requireUser has checked
+	return writeJSON(w, http.StatusOK, userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt})
+}

@@ -116,6 +116,39 @@ func TestRun(t *testing.T) {
 		t.Errorf("home = %d", code)
 	}
 
+	// Sign in: production's cookie is __Host-session, Secure, HttpOnly.
+	resp, err = http.Post(addr+"/api/sessions", "application/json",
+		strings.NewReader(`{"email":"run@example.com","password":"`+userPassword+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-session" {
+			cookie = c
+		}
+	}
+	if resp.StatusCode != 200 || cookie == nil || !cookie.Secure || !cookie.HttpOnly {
+		t.Fatalf("sign-in = %d, cookie %+v", resp.StatusCode, cookie)
+	}
+	req, _ := http.NewRequest("GET", addr+"/api/me", nil)
+	req.AddCookie(cookie)
+	if me, err := http.DefaultClient.Do(req); err != nil || me.StatusCode != 200 {
+		t.Errorf("me with the cookie = %v, %v", me, err)
+	} else {
+		me.Body.Close()
+	}
+	// A cross-site form post is refused.
+	req, _ = http.NewRequest("POST", addr+"/contact", strings.NewReader("name=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 403 {
+		t.Errorf("cross-site post = %v, %v; want 403", r, err)
+	} else {
+		r.Body.Close()
+	}
+
 	// Metrics live on the internal listener, not on the public one.
 	code, metrics := get(t, internal+"/metrics")
 	if code != 200 {

@@ -121,3 +121,68 @@ func TestStaticAssets(t *testing.T) {
 		t.Errorf("Cache-Control = %q", cc)
 	}
 }
+
+func TestAccountPages(t *testing.T) {
+	e := newTestEnv(t)
+
+	// Signed out: the account page sends you to sign in; the nav offers it.
+	resp := e.do("GET", "/account", "")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/login" {
+		t.Fatalf("account signed out = %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if home := readBody(t, e.do("GET", "/", "")); !strings.Contains(home, `href="/login"`) || strings.Contains(home, "Sign out") {
+		t.Error("signed-out nav does not offer sign-in")
+	}
+
+	// Sign up: bad input keeps the values (never the password) and marks fields.
+	resp = e.do("POST", "/signup", "email=ann%40example.com&name=Ann&password=short", "Content-Type", form)
+	body := readBody(t, resp)
+	if resp.StatusCode != 422 || !strings.Contains(body, "Password must be at least 12 characters.") ||
+		!strings.Contains(body, `value="ann@example.com"`) || strings.Contains(body, "short") {
+		t.Errorf("bad signup = %d %s", resp.StatusCode, body)
+	}
+	resp = e.do("POST", "/signup", "email=Ann%40Example.com&name=Ann&password=correct+horse+battery", "Content-Type", form)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/account" {
+		t.Fatalf("signup = %d %s", resp.StatusCode, readBody(t, resp))
+	}
+	c := sessionCookie(resp)
+	if c == nil {
+		t.Fatal("signup did not sign in")
+	}
+	cookie := c.Name + "=" + c.Value
+
+	// The account page shows the user; the nav shows them signed in.
+	body = readBody(t, e.do("GET", "/account", "", "Cookie", cookie))
+	for _, want := range []string{"ann@example.com", "<dd>Ann</dd>", "Member since", `action="/logout"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("account page lacks %q", want)
+		}
+	}
+	checkCSPClean(t, body)
+
+	// Signing up again with that email: 409, the form again.
+	resp = e.do("POST", "/signup", "email=ann%40example.com&name=Other&password=correct+horse+battery", "Content-Type", form)
+	if body := readBody(t, resp); resp.StatusCode != 409 || !strings.Contains(body, "already has an account") {
+		t.Errorf("duplicate signup = %d", resp.StatusCode)
+	}
+
+	// Sign out, then the cookie is dead.
+	resp = e.do("POST", "/logout", "", "Content-Type", form, "Cookie", cookie)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Fatalf("logout = %d", resp.StatusCode)
+	}
+	if r := e.do("GET", "/account", "", "Cookie", cookie); r.StatusCode != http.StatusSeeOther {
+		t.Errorf("account after logout = %d; want a redirect", r.StatusCode)
+	}
+
+	// Sign in: a wrong password re-renders with one message and 401.
+	resp = e.do("POST", "/login", "email=ann%40example.com&password=wrong+password+x", "Content-Type", form)
+	if body := readBody(t, resp); resp.StatusCode != 401 || !strings.Contains(body, "Invalid email or password.") ||
+		!strings.Contains(body, `value="ann@example.com"`) {
+		t.Errorf("bad login = %d %s", resp.StatusCode, body)
+	}
+	resp = e.do("POST", "/login", "email=ann%40example.com&password=correct+horse+battery", "Content-Type", form)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/account" || sessionCookie(resp) == nil {
+		t.Errorf("login = %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}

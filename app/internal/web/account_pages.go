@@ -26,12 +26,7 @@ func (s *Server) signupSubmit(w http.ResponseWriter, r *http.Request) error {
 	}
 	values := map[string]string{"email": in.Email, "name": in.Name} // never echo the password
 	if err := s.check(in); err != nil {
-		form, err := formWithErrors(err, values)
-		if err != nil {
-			return err
-		}
-		infoOf(r.Context()).code = codeValidation
-		return s.render(w, r, http.StatusUnprocessableEntity, "signup", pageData{Form: form})
+		return s.renderInvalid(w, r, "signup", err, values)
 	}
 	hash, err := s.hasher.Hash(r.Context(), in.Password)
 	if err != nil {
@@ -67,12 +62,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	values := map[string]string{"email": email}
 	in := loginRequest{Email: email, Password: r.PostForm.Get("password")}
 	if err := s.check(in); err != nil {
-		form, err := formWithErrors(err, values)
-		if err != nil {
-			return err
-		}
-		infoOf(r.Context()).code = codeValidation
-		return s.render(w, r, http.StatusUnprocessableEntity, "login", pageData{Form: form})
+		return s.renderInvalid(w, r, "login", err, values)
 	}
 	u, err := s.authenticate(w, r, in.Email, in.Password)
 	if errors.Is(err, errBadCredentials) {

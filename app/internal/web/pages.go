@@ -101,18 +101,20 @@ type formData struct {
 	Alert  string
 }
 
-// formWithErrors turns a 422 from s.check into the form's per-field errors;
-// any other error is returned as it is.
-func formWithErrors(err error, values map[string]string) (*formData, error) {
+// renderInvalid answers a form that failed s.check: the page again, 422,
+// with each field's error and the values kept. Any error other than a 422
+// is returned as it is.
+func (s *Server) renderInvalid(w http.ResponseWriter, r *http.Request, page string, err error, values map[string]string) error {
 	var e *Error
 	if !errors.As(err, &e) || e.Status != http.StatusUnprocessableEntity {
-		return nil, err
+		return err
 	}
 	f := &formData{Values: values, Errors: map[string]string{}}
 	for _, d := range e.Details {
 		f.Errors[d.Field] = d.Message
 	}
-	return f, nil
+	infoOf(r.Context()).code = e.Code
+	return s.render(w, r, http.StatusUnprocessableEntity, page, pageData{Form: f})
 }
 
 type errorPage struct {
@@ -181,12 +183,7 @@ func (s *Server) contactSubmit(w http.ResponseWriter, r *http.Request) error {
 	in := contactRequest{Name: r.PostForm.Get("name"), Email: r.PostForm.Get("email"), Message: r.PostForm.Get("message")}
 	in.normalize()
 	if err := s.check(in); err != nil {
-		form, err := formWithErrors(err, map[string]string{"name": in.Name, "email": in.Email, "message": in.Message})
-		if err != nil {
-			return err
-		}
-		infoOf(r.Context()).code = codeValidation
-		return s.render(w, r, http.StatusUnprocessableEntity, "contact", pageData{Form: form})
+		return s.renderInvalid(w, r, "contact", err, map[string]string{"name": in.Name, "email": in.Email, "message": in.Message})
 	}
 	if _, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message}); err != nil {
 		return err

@@ -1,8 +1,9 @@
 // Command app is the kit's web back end: pages and a JSON API on APP_LISTEN,
 // metrics (and pprof in development) on APP_INTERNAL_LISTEN, data in Redis.
 //
-//	app              serve until SIGTERM or SIGINT, then drain and stop
-//	app healthcheck  exit 0 when the running server's /readyz answers 200
+//	app                        serve until SIGTERM or SIGINT, then drain and stop
+//	app healthcheck            exit 0 when the running server's /readyz answers 200
+//	app useradd EMAIL NAME     create an account (an admin's), the password on stdin
 package main
 
 import (
@@ -37,7 +38,7 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal during the drain kills the process at once
 	}()
-	err := run(ctx, os.Args, os.Getenv, os.Stdout)
+	err := run(ctx, os.Args, os.Getenv, os.Stdin, os.Stdout)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)
@@ -48,13 +49,15 @@ func main() {
 // run is the whole program: config, logger, Redis, metrics, handler, servers,
 // then wait for ctx to end, drain and shut down. It returns nil after a clean
 // shutdown.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) > 1 {
 		switch args[1] {
 		case "healthcheck":
 			return healthcheck(ctx, getenv)
+		case "useradd":
+			return useradd(ctx, args[2:], getenv, stdin, stdout)
 		default:
-			return fmt.Errorf("unknown command %q (want no argument, or healthcheck)", args[1])
+			return fmt.Errorf("unknown command %q (want no argument, healthcheck or useradd)", args[1])
 		}
 	}
 

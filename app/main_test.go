@@ -78,7 +78,7 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"app"}, getenv, out) }()
+	go func() { done <- run(ctx, []string{"app"}, getenv, nil, out) }()
 
 	var addr, internal string
 	select {
@@ -176,7 +176,7 @@ func TestRun(t *testing.T) {
 		}
 		return getenv(k)
 	}
-	if err := run(ctx, []string{"app", "healthcheck"}, hcEnv, io.Discard); err != nil {
+	if err := run(ctx, []string{"app", "healthcheck"}, hcEnv, nil, io.Discard); err != nil {
 		t.Errorf("healthcheck on a ready server: %v", err)
 	}
 
@@ -212,7 +212,7 @@ func TestRun(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if err := run(context.Background(), []string{"app", "healthcheck"}, hcEnv, io.Discard); err == nil {
+	if err := run(context.Background(), []string{"app", "healthcheck"}, hcEnv, nil, io.Discard); err == nil {
 		t.Error("healthcheck passed on a draining server")
 	}
 	// Past the drain delay the listener is closed and Shutdown waits for the
@@ -261,20 +261,46 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := run(t.Context(), []string{"app"}, func(k string) string { return tt.env[k] }, io.Discard)
+			err := run(t.Context(), []string{"app"}, func(k string) string { return tt.env[k] }, nil, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("run = %v; want an error naming %s", err, tt.want)
 			}
 		})
 	}
-	if err := run(t.Context(), []string{"app", "bogus"}, func(string) string { return "" }, io.Discard); err == nil {
+	if err := run(t.Context(), []string{"app", "bogus"}, func(string) string { return "" }, nil, io.Discard); err == nil {
 		t.Error("an unknown subcommand was accepted")
 	}
 }
 
 func TestHealthcheckFailsWithoutServer(t *testing.T) {
 	env := map[string]string{"APP_LISTEN": "127.0.0.1:1"}
-	if err := run(t.Context(), []string{"app", "healthcheck"}, func(k string) string { return env[k] }, io.Discard); err == nil {
+	if err := run(t.Context(), []string{"app", "healthcheck"}, func(k string) string { return env[k] }, nil, io.Discard); err == nil {
 		t.Error("healthcheck passed with no server")
+	}
+}
+
+// An admin's account comes from useradd; public sign-up refuses the email.
+func TestUseraddAdmin(t *testing.T) {
+	rs := redistest.Start(t)
+	env := map[string]string{"REDIS_URL": rs.URL(), "ADMIN_EMAILS": "root@example.com"}
+	getenv := func(k string) string { return env[k] }
+	var out strings.Builder
+	err := run(t.Context(), []string{"app", "useradd", "Root@Example.com", "Root"}, getenv,
+		strings.NewReader("correct horse battery staple\n"), &out)
+	if err != nil || !strings.Contains(out.String(), "created user") {
+		t.Fatalf("useradd = %v, %q", err, out.String())
+	}
+	for _, bad := range []struct {
+		args  []string
+		stdin string
+	}{
+		{[]string{"app", "useradd", "x@example.com", "X"}, "short\n"},
+		{[]string{"app", "useradd", "not-an-email", "X"}, "correct horse battery staple\n"},
+		{[]string{"app", "useradd", "root@example.com", "Again"}, "correct horse battery staple\n"},
+		{[]string{"app", "useradd", "y@example.com"}, "correct horse battery staple\n"},
+	} {
+		if err := run(t.Context(), bad.args, getenv, strings.NewReader(bad.stdin), io.Discard); err == nil {
+			t.Errorf("useradd %v accepted", bad.args[2:])
+		}
 	}
 }

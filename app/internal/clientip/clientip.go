@@ -64,7 +64,7 @@ func (r *Resolver) ClientIP(remoteAddr string, xff []string) netip.Addr {
 	for i := len(xff) - 1; i >= 0; i-- {
 		parts := strings.Split(xff[i], ",")
 		for j := len(parts) - 1; j >= 0; j-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+			a, err := parseEntry(strings.TrimSpace(parts[j]))
 			if err != nil {
 				return client
 			}
@@ -85,6 +85,16 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// parseEntry parses one X-Forwarded-For entry: an address, or an address
+// with a port as some proxies write it.
+func parseEntry(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	return ap.Addr(), err
 }
 
 func parseHost(remoteAddr string) netip.Addr {

@@ -69,9 +69,7 @@ type Rate struct {
 	Per time.Duration
 }
 
-func (r Rate) String() string {
-	return strconv.Itoa(r.N) + "/" + strings.TrimSuffix(strings.TrimSuffix(r.Per.String(), "0s"), "0m")
-}
+func (r Rate) String() string { return fmt.Sprintf("%d/%v", r.N, r.Per) }
 
 // ParseRate parses "N/period", where period is a Go duration ("15m") or a
 // bare unit ("s", "m", "h") meaning one of it.

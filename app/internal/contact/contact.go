@@ -71,11 +71,6 @@ func (s *Store) List(ctx context.Context, cursor string, limit int) ([]Message, 
 	return msgs, next, nil
 }
 
-// Latest returns up to n messages, newest first.
-func (s *Store) Latest(ctx context.Context, n int64) ([]Message, error) {
-	return s.read(ctx, "+", n)
-}
-
 func (s *Store) read(ctx context.Context, start string, n int64) ([]Message, error) {
 	entries, err := s.rdb.XRevRangeN(ctx, streamKey, start, "-", n).Result()
 	if err != nil {

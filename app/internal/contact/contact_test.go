@@ -7,7 +7,7 @@ import (
 	"sitekit/app/internal/redistest"
 )
 
-func TestAddAndLatest(t *testing.T) {
+func TestAddAndList(t *testing.T) {
 	rs := redistest.Start(t)
 	s := NewStore(rs.Client())
 	ctx := t.Context()
@@ -19,12 +19,12 @@ func TestAddAndLatest(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	got, err := s.Latest(ctx, 3)
+	got, _, err := s.List(ctx, "", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 3 || got[0].ID != ids[4] || got[2].ID != ids[2] || got[0].Message != "m4" || got[0].CreatedAt.IsZero() {
-		t.Errorf("Latest(3) = %+v; want the last three, newest first", got)
+		t.Errorf("List(3) = %+v; want the last three, newest first", got)
 	}
 	// Append-only: every message is still there.
 	if n, _ := rs.Client().XLen(ctx, streamKey).Result(); n != 5 {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/alexedwards/argon2id"
@@ -29,7 +28,7 @@ type Hasher struct {
 	params argon2id.Params
 	slots  *semaphore.Weighted
 	wait   time.Duration
-	dummy  func() (string, error) // a hash to verify against when there is no user
+	dummy  string // a hash to verify against when there is no user
 }
 
 // NewHasher returns a Hasher that runs at most concurrency hashes at once (one
@@ -38,11 +37,13 @@ func NewHasher(params argon2id.Params, concurrency int, wait time.Duration) *Has
 	if concurrency <= 0 {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
-	h := &Hasher{params: params, slots: semaphore.NewWeighted(int64(concurrency)), wait: wait}
-	h.dummy = sync.OnceValues(func() (string, error) {
-		return argon2id.CreateHash("no user has this password", &h.params)
-	})
-	return h
+	// The dummy hash is made now, with the same parameters, so the first
+	// sign-in attempt on an unknown email costs no more than any other.
+	dummy, err := argon2id.CreateHash("no user has this password", &params)
+	if err != nil {
+		panic(fmt.Sprintf("argon2id with params %+v: %v", params, err)) // bad parameters: a programming error
+	}
+	return &Hasher{params: params, slots: semaphore.NewWeighted(int64(concurrency)), wait: wait, dummy: dummy}
 }
 
 // Hash returns the PHC string of password's argon2id hash.
@@ -63,11 +64,7 @@ func (h *Hasher) Verify(ctx context.Context, password, hash string) (bool, error
 	}
 	defer h.slots.Release(1)
 	if hash == "" {
-		dummy, err := h.dummy()
-		if err != nil {
-			return false, err
-		}
-		_, err = argon2id.ComparePasswordAndHash(password, dummy)
+		_, err := argon2id.ComparePasswordAndHash(password, h.dummy)
 		return false, err
 	}
 	return argon2id.ComparePasswordAndHash(password, hash)

@@ -100,8 +100,9 @@ func (c Class) burst() int {
 	return c.Rate
 }
 
-// HashKey turns a key that is personal data (an email) into one that is not,
-// so Redis keys do not list who tried to sign in.
+// HashKey turns an arbitrary string (an email someone typed) into a short
+// key of fixed length and alphabet. It is no secret: a guessed email hashes
+// to the same key.
 func HashKey(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:16])

@@ -28,11 +28,7 @@ func (s *Server) signupSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.check(in); err != nil {
 		return s.renderInvalid(w, r, "signup", err, values)
 	}
-	hash, err := s.hasher.Hash(r.Context(), in.Password)
-	if err != nil {
-		return err
-	}
-	u, err := s.accounts.Create(r.Context(), in.Email, in.Name, hash)
+	u, err := s.register(r.Context(), in)
 	if errors.Is(err, account.ErrEmailTaken) {
 		infoOf(r.Context()).code = codeConflict
 		form := &formData{Values: values, Errors: map[string]string{"email": "already has an account; sign in instead"}}
@@ -81,7 +77,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 
 // logout handles POST /logout: the session ends server-side at once.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.signOut(w, r); err != nil {
+	if err := s.signOut(w, r); err != nil {
 		return err
 	}
 	http.Redirect(w, r, "/", http.StatusSeeOther)

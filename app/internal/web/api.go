@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -35,16 +36,28 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := s.check(in); err != nil {
 		return err
 	}
-	hash, err := s.hasher.Hash(r.Context(), in.Password)
-	if err != nil {
-		return err
-	}
-	u, err := s.accounts.Create(r.Context(), in.Email, in.Name, hash)
+	u, err := s.register(r.Context(), in)
 	if err != nil {
 		return err
 	}
 	w.Header().Set("Location", "/api/users/"+u.ID)
 	return writeJSON(w, http.StatusCreated, userJSON{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt})
+}
+
+// register creates the account in (validated) for public sign-up, from the
+// API or the page. An email in ADMIN_EMAILS cannot sign up here: admin
+// rights follow the email, and emails are not verified, so whoever signed up
+// first with it would be admin. Admins are created with "app useradd"; here
+// the email looks taken, which is what it should be.
+func (s *Server) register(ctx context.Context, in createUserRequest) (account.User, error) {
+	if s.admins[in.Email] {
+		return account.User{}, account.ErrEmailTaken
+	}
+	hash, err := s.hasher.Hash(ctx, in.Password)
+	if err != nil {
+		return account.User{}, err
+	}
+	return s.accounts.Create(ctx, in.Email, in.Name, hash)
 }
 
 // contactRequest is a contact message, from the API's JSON or the page's form.

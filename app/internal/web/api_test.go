@@ -224,7 +224,7 @@ func TestContactStored(t *testing.T) {
 		t.Fatalf("status = %d", resp.StatusCode)
 	}
 	got := decode[struct{ ID string }](t, resp)
-	msgs, err := e.srv.contacts.Latest(t.Context(), 10)
+	msgs, _, err := e.srv.contacts.List(t.Context(), "", 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -81,6 +82,16 @@ func (s *Server) requireAdmin(next handlerFunc) handlerFunc {
 }
 
 func (s *Server) setSessionCookie(w http.ResponseWriter, id string) {
+	// loadSession may already have cleared a stale cookie in this response:
+	// send one Set-Cookie per name (RFC 6265 section 4.1.1).
+	h := w.Header()
+	kept := h.Values("Set-Cookie")[:0:0]
+	for _, v := range h.Values("Set-Cookie") {
+		if !strings.HasPrefix(v, s.cookieName+"=") {
+			kept = append(kept, v)
+		}
+	}
+	h["Set-Cookie"] = kept
 	http.SetCookie(w, &http.Cookie{
 		Name:     s.cookieName,
 		Value:    id,
@@ -109,12 +120,8 @@ var errBadCredentials = errorf(http.StatusUnauthorized, codeUnauthorized, "inval
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, email, password string) (account.User, error) {
 	ctx := r.Context()
 	emailKey := ratelimit.HashKey(email)
-	d, err := s.limiter.Allow(ctx, s.limits.LoginEmail, emailKey)
-	if err != nil {
+	if err := s.decide(w, r, s.limits.LoginEmail, emailKey); err != nil {
 		return account.User{}, err
-	}
-	if !d.Allowed {
-		return account.User{}, s.tooMany(w, d)
 	}
 	u, err := s.accounts.ByEmail(ctx, email)
 	if err != nil && !errors.Is(err, account.ErrNotFound) {
@@ -128,6 +135,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, email, pas
 		return account.User{}, errBadCredentials
 	}
 	if err := s.limiter.Reset(ctx, s.limits.LoginEmail, emailKey); err != nil {
+		// The sign-in stands; the units stay spent until they refill.
 		s.log.Warn("reset login limit", zap.String("request_id", requestID(ctx)), zap.Error(err))
 	}
 	return u, nil
@@ -149,17 +157,18 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, u account.User) 
 }
 
 // signOut deletes the current session server-side, at once, and clears the
-// cookie. It reports whether there was a session.
-func (s *Server) signOut(w http.ResponseWriter, r *http.Request) (bool, error) {
+// cookie. With Redis down it fails (503) and the cookie stays: the session
+// cannot be said to be over until Redis has dropped it.
+func (s *Server) signOut(w http.ResponseWriter, r *http.Request) error {
 	c, err := r.Cookie(s.cookieName)
 	if err != nil || c.Value == "" {
-		return false, nil
+		return nil
 	}
 	if err := s.sessions.Delete(r.Context(), c.Value); err != nil {
-		return false, err
+		return err
 	}
 	s.clearSessionCookie(w)
-	return infoOf(r.Context()).session != nil, nil
+	return nil
 }
 
 type loginRequest struct {
@@ -191,7 +200,7 @@ func (s *Server) createSession(w http.ResponseWriter, r *http.Request) error {
 
 // deleteSession handles DELETE /api/sessions/current: sign out.
 func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request) error {
-	if _, err := s.signOut(w, r); err != nil {
+	if err := s.signOut(w, r); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -13,59 +13,55 @@ import (
 
 // limitGlobal applies the general per-IP limit to every request but the
 // health probes (Caddy and Docker must always get an answer, and liveness
-// never touches Redis). It fails open: when Redis cannot decide in time the
-// request goes on, counted as outcome="error".
+// never touches Redis). Its class fails open.
 func (s *Server) limitGlobal(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isProbe(r) && s.refuse(w, r, s.limits.Global) {
-			return
+		if !isProbe(r) {
+			if err := s.decide(w, r, s.limits.Global, clientKey(r)); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// limit returns middleware that applies class per client IP on one route.
-// Its headers replace the global limit's: they describe the stricter one.
+// limit applies class per client IP to one route. Its headers replace the
+// global limit's: they describe the stricter one.
 func (s *Server) limit(class ratelimit.Class, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.refuse(w, r, class) {
+		if err := s.decide(w, r, class, clientKey(r)); err != nil {
+			s.fail(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// refuse spends one request of class for the client's IP (its /64 for IPv6),
-// sets the RateLimit headers, and answers the request itself, returning
-// true, when it may not go on: 429 when limited, 503 when Redis could not
-// decide and the class fails closed.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, class ratelimit.Class) bool {
-	ip := infoOf(r.Context()).ip
-	d, err := s.limiter.Allow(r.Context(), class, clientip.LimitKey(ip))
+// clientKey is the key per-IP limits count the request's client under.
+func clientKey(r *http.Request) string { return clientip.LimitKey(infoOf(r.Context()).ip) }
+
+// decide spends one request of class for key and sets the RateLimit
+// headers. It returns nil when the request may go on and a 429 when it may
+// not. When Redis cannot decide in time, the class's policy answers: nil when
+// it fails open (logged at debug, counted as outcome="error"), 503 when it
+// fails closed.
+func (s *Server) decide(w http.ResponseWriter, r *http.Request, class ratelimit.Class, key string) error {
+	d, err := s.limiter.Allow(r.Context(), class, key)
 	if err != nil {
 		if d.Allowed {
 			s.log.Debug("rate limit undecided, failing open", zap.String("class", class.Name),
 				zap.String("request_id", requestID(r.Context())), zap.Error(err))
-			return false
+			return nil
 		}
-		e := withCause(errUnavailable, err)
-		s.logError(r, e)
-		s.respondError(w, r, e)
-		return true
+		return withCause(errUnavailable, err)
 	}
+	setRateLimitHeaders(w, d)
 	if !d.Allowed {
-		s.respondError(w, r, s.tooMany(w, d))
-		return true
+		w.Header().Set("Retry-After", seconds(d.RetryAfter))
+		return errorf(http.StatusTooManyRequests, codeRateLimited, "too many requests; try again in "+seconds(d.RetryAfter)+" s")
 	}
-	setRateLimitHeaders(w, d)
-	return false
-}
-
-// tooMany sets the headers of a refusal and returns its error.
-func (s *Server) tooMany(w http.ResponseWriter, d ratelimit.Decision) *Error {
-	setRateLimitHeaders(w, d)
-	w.Header().Set("Retry-After", seconds(d.RetryAfter))
-	return errorf(http.StatusTooManyRequests, codeRateLimited, "too many requests; try again in "+seconds(d.RetryAfter)+" s")
+	return nil
 }
 
 // setRateLimitHeaders writes the IETF draft's RateLimit-Limit, -Remaining and

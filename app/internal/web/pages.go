@@ -137,7 +137,11 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
 		return fmt.Errorf("render %s: %w", name, err)
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// Pages may show who is signed in: no cache may keep them, nor the
+	// browser's back button after sign-out.
+	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 	return nil
@@ -153,7 +157,6 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, e *Error) {
 			msg = "The site is briefly unavailable. Please try again in a moment."
 		}
 	}
-	w.Header().Set("Cache-Control", "no-store")
 	data := pageData{Error: &errorPage{Status: e.Status, Title: http.StatusText(e.Status), Message: msg}}
 	if err := s.render(w, r, e.Status, "error", data); err != nil {
 		s.log.Error("render error page", zap.String("request_id", requestID(r.Context())), zap.Error(err))

@@ -93,7 +93,7 @@ func TestContactForm(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/contact/thanks" {
 		t.Fatalf("valid form = %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	msgs, err := e.srv.contacts.Latest(t.Context(), 5)
+	msgs, _, err := e.srv.contacts.List(t.Context(), "", 5)
 	if err != nil || len(msgs) != 1 || msgs[0].Email != "bo@example.com" {
 		t.Fatalf("stored = %+v, %v", msgs, err)
 	}

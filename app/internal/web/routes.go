@@ -84,6 +84,14 @@ func (s *Server) page(h handlerFunc) http.Handler {
 	return s.adapt(h, s.renderError)
 }
 
+// fail answers err from middleware, as the adapters answer a handler's error:
+// mapped by asError, logged once, JSON or HTML by the path.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := asError(err)
+	s.logError(r, e)
+	s.respondError(w, r, e)
+}
+
 func (s *Server) adapt(h handlerFunc, respond func(http.ResponseWriter, *http.Request, *Error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {

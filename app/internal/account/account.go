@@ -2,9 +2,11 @@
 //
 // Keys: user:{id} is a hash with the account's fields; user:email:{email}
 // maps a normalised email to its id and is what makes an email unique;
-// users:by_created is a sorted set of "{created ms, 13 digits}:{id}" members,
-// all at score 0, so that lexical order is creation order and a member is an
-// exact cursor for paging.
+// users:by_created is a sorted set of "{sequence, 16 digits}:{id}" members,
+// all at score 0, so that lexical order is creation order (the sequence,
+// users:seq, is counted in the same atomic step as the account is written,
+// so even accounts made in the same millisecond keep their order) and a
+// member is an exact cursor for paging.
 package account
 
 import (
@@ -78,7 +80,8 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   return 0
 end
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'name', ARGV[3], 'password_hash', ARGV[4], 'created_at', ARGV[5])
-redis.call('ZADD', KEYS[3], 0, ARGV[6])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], 0, string.format('%016d:%s', seq, ARGV[1]))
 return 1
 `)
 
@@ -94,8 +97,8 @@ func (s *Store) Create(ctx context.Context, email, name, passwordHash string) (U
 	}
 	ms := u.CreatedAt.UnixMilli()
 	ok, err := createScript.Run(ctx, s.rdb,
-		[]string{emailKey(email), userKey(u.ID), byCreatedKey},
-		u.ID, u.Email, u.Name, u.PasswordHash, ms, indexMember(u)).Int()
+		[]string{emailKey(email), userKey(u.ID), byCreatedKey, seqKey},
+		u.ID, u.Email, u.Name, u.PasswordHash, ms).Int()
 	if err != nil {
 		return User{}, fmt.Errorf("create user: %w", err)
 	}
@@ -154,7 +157,7 @@ func (s *Store) List(ctx context.Context, cursor string, limit int) ([]User, str
 	}
 	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, m := range members {
-			p.HGetAll(ctx, userKey(m[14:]))
+			p.HGetAll(ctx, userKey(m[memberPrefix:]))
 		}
 		return nil
 	})
@@ -195,15 +198,17 @@ func fromHash(vals map[string]string) (User, error) {
 	}, nil
 }
 
-const byCreatedKey = "users:by_created"
-
-func indexMember(u User) string { return fmt.Sprintf("%013d:%s", u.CreatedAt.UnixMilli(), u.ID) }
+const (
+	byCreatedKey = "users:by_created"
+	seqKey       = "users:seq"
+	memberPrefix = 17 // "{16 digits}:"
+)
 
 func validMember(m string) bool {
-	if len(m) != 14+26 || m[13] != ':' || !ValidID(m[14:]) {
+	if len(m) != memberPrefix+26 || m[memberPrefix-1] != ':' || !ValidID(m[memberPrefix:]) {
 		return false
 	}
-	for _, c := range m[:13] {
+	for _, c := range m[:memberPrefix-1] {
 		if c < '0' || c > '9' {
 			return false
 		}

@@ -1,0 +1,24 @@
+// Command caddy is the kit's edge: upstream Caddy with its standard modules,
+// built from the version pinned in the root go.mod. It keeps the shape of
+// upstream's cmd/caddy/main.go; add a module import below only when the
+// Caddyfile cannot say what is needed.
+//
+// Because Caddy is a dependency of this module, `caddy version` reports the
+// pinned module version (read from the binary's build info), not "unknown".
+//
+//	CGO_ENABLED=0 go build -o caddy ./caddy
+//	./caddy run --config Caddyfile --adapter caddyfile
+package main
+
+import (
+	_ "time/tzdata" // a scratch image has no zoneinfo; upstream embeds it too
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	// Plug in Caddy modules here.
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func main() {
+	caddycmd.Main()
+}

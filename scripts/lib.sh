@@ -157,7 +157,7 @@ start_caddy() {
   wait_until 30 test -s "$ROOT_CA" || die "caddy ($name) made no local CA:
 $(tail -n 20 "$WORK/$name.log")"
   wait_until 30 curl -fsS --cacert "$ROOT_CA" --resolve "localhost:$HTTPS_PORT:127.0.0.1" \
-    "https://localhost:$HTTPS_PORT/healthz" ||
+    "https://localhost:$HTTPS_PORT/about" ||
     die "no 200 through caddy ($name):
 $(tail -n 20 "$WORK/$name.log")"
   log "caddy ($name) up: https://localhost:$HTTPS_PORT → app 127.0.0.1:$APP_PORT"

@@ -206,7 +206,9 @@ func TestEdge(t *testing.T) {
 		}{
 			{"page 200", h2, newRequest(t, http.MethodGet, s.url("/"), nil), 200, ""},
 			{"page 200 over HTTP/1.1", h1, newRequest(t, http.MethodGet, s.url("/about"), nil), 200, ""},
-			{"api 200", h2, newRequest(t, http.MethodGet, s.url("/healthz"), nil), 200, ""},
+			{"api 401 from the app", h2, newRequest(t, http.MethodGet, s.url("/api/me"), nil), 401, "unauthorized"},
+			{"probe 404 at the edge", h2, newRequest(t, http.MethodGet, s.url("/readyz"), nil), 404, "not_found"},
+			{"probe 404 at the edge over HTTP/1.1", h1, newRequest(t, http.MethodGet, s.url("/healthz"), nil), 404, "not_found"},
 			{"page 404 from the app", h2, newRequest(t, http.MethodGet, s.url("/no/such/page"), nil), 404, ""},
 			{"api 404 from the app", h2, newRequest(t, http.MethodGet, s.url("/api/nothing"), nil), 404, "not_found"},
 			{"api 413 from the app (over APP_BODY_LIMIT)", h1, newRequest(t, http.MethodPost, s.url("/api/users"), large), 413, "payload_too_large"},

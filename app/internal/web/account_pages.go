@@ -37,11 +37,7 @@ func (s *Server) signupSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.signIn(w, r, u); err != nil {
-		return err
-	}
-	http.Redirect(w, r, "/account", http.StatusSeeOther)
-	return nil
+	return s.signInAndRedirect(w, r, u)
 }
 
 // loginForm handles GET /login.
@@ -68,6 +64,12 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.signInAndRedirect(w, r, u)
+}
+
+// signInAndRedirect signs u in and sends the browser to their account page,
+// with 303 so that a reload does not post the form again.
+func (s *Server) signInAndRedirect(w http.ResponseWriter, r *http.Request, u account.User) error {
 	if err := s.signIn(w, r, u); err != nil {
 		return err
 	}

@@ -388,7 +388,7 @@ func TestPanicRecovery(t *testing.T) {
 // Redis stalled (paused, connections open, no answers): calls that need it
 // still answer 503 in under a second, and no write is applied twice.
 func TestRedisStalled(t *testing.T) {
-	e := newTestEnv(t)
+	e := newTestEnv(t, withProductionTimeouts())
 	created := decode[userJSON](t, e.do("POST", "/api/users", validUser))
 	e.redis.Pause()
 	calls := []struct{ method, path, body string }{
@@ -448,7 +448,7 @@ func TestClientGone(t *testing.T) {
 // /readyz turns 503, /healthz stays 200; Redis back: all recovers by itself
 // within 5 s.
 func TestRedisOutageAndRecovery(t *testing.T) {
-	e := newTestEnv(t)
+	e := newTestEnv(t, withProductionTimeouts())
 	if r := e.do("POST", "/api/users", validUser); r.StatusCode != 201 {
 		t.Fatalf("create user: %d", r.StatusCode)
 	}

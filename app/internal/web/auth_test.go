@@ -381,7 +381,6 @@ func TestClientIPThroughRouter(t *testing.T) {
 func TestRateLimitExact(t *testing.T) {
 	e := newTestEnv(t, withDeps(func(d *Deps) {
 		d.Limits.Contact = ratelimit.Class{Name: "contact", Rate: 5, Period: time.Hour}
-		d.LimitTimeout = 5 * time.Second // the point here is exactness, not speed
 	}))
 	const n = 200
 	type result struct {
@@ -518,7 +517,7 @@ func decisions(t *testing.T, e *testEnv, class, outcome string) float64 {
 // one is signed in or out by the outage. The bodies are invalid on purpose:
 // had a limiter let the request through, the handler would answer 422.
 func TestLimitsWhenRedisDown(t *testing.T) {
-	e := newTestEnv(t)
+	e := newTestEnv(t, withProductionTimeouts())
 	e.signup("ann@example.com", pw, "Ann")
 	cookie := e.login("ann@example.com", pw)
 	e.redis.Stop()

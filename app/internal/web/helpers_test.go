@@ -46,15 +46,25 @@ type testEnv struct {
 type envOption func(*envConfig)
 
 type envConfig struct {
-	hasher    *password.Hasher
-	deps      func(*Deps) // changes to the defaults below, made last
-	bodyLimit int64
-	before    func(*Server) // runs before the chain is built, to add test-only routes
-	log       *zap.Logger   // nil: logs are kept in memory for assertions
+	hasher       *password.Hasher
+	redisTimeout time.Duration // the client's dial, read, write and pool timeouts
+	limitTimeout time.Duration // Deps.LimitTimeout
+	deps         func(*Deps)   // changes to the defaults below, made last
+	bodyLimit    int64
+	before       func(*Server) // runs before the chain is built, to add test-only routes
+	log          *zap.Logger   // nil: logs are kept in memory for assertions
 }
 
 func withHasher(h *password.Hasher) envOption { return func(c *envConfig) { c.hasher = h } }
 func withDeps(f func(*Deps)) envOption        { return func(c *envConfig) { c.deps = f } }
+
+// withProductionTimeouts uses the production defaults for the Redis client
+// (250 ms) and rate-limit decisions (100 ms), for the tests about what a slow
+// Redis does. The others get generous timeouts, so that a starved CPU under
+// -race cannot turn a correctness test into a timing one.
+func withProductionTimeouts() envOption {
+	return func(c *envConfig) { c.redisTimeout, c.limitTimeout = 250*time.Millisecond, 100*time.Millisecond }
+}
 
 // unlimited is a rate-limit class no test reaches by accident; the tests of
 // limits set their own.
@@ -74,14 +84,16 @@ func withProductionLogs() envOption {
 func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	t.Helper()
 	cfg := envConfig{
-		hasher:    password.NewHasher(cheapParams, 4, 5*time.Second),
-		bodyLimit: 64 << 10,
+		hasher:       password.NewHasher(cheapParams, 4, 5*time.Second),
+		redisTimeout: 2 * time.Second,
+		limitTimeout: 2 * time.Second,
+		bodyLimit:    64 << 10,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	rs := redistest.Start(t)
-	rdb, err := redisdb.New(rs.URL(), redisdb.Options{Timeout: 250 * time.Millisecond, PoolSize: 20})
+	rdb, err := redisdb.New(rs.URL(), redisdb.Options{Timeout: cfg.redisTimeout, PoolSize: 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +114,7 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 		BodyLimit:       cfg.bodyLimit,
 		SessionIdle:     30 * time.Minute,
 		SessionLifetime: 12 * time.Hour,
-		LimitTimeout:    100 * time.Millisecond,
+		LimitTimeout:    cfg.limitTimeout,
 		Limits: Limits{
 			Global:     unlimited("global", true),
 			Signup:     unlimited("signup", false),

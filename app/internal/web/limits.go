@@ -15,14 +15,13 @@ import (
 // health probes (Caddy and Docker must always get an answer, and liveness
 // never touches Redis). Its class fails open.
 func (s *Server) limitGlobal(next http.Handler) http.Handler {
+	limited := s.limit(s.limits.Global, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !isProbe(r) {
-			if err := s.decide(w, r, s.limits.Global, clientKey(r)); err != nil {
-				s.fail(w, r, err)
-				return
-			}
+		if isProbe(r) {
+			next.ServeHTTP(w, r)
+			return
 		}
-		next.ServeHTTP(w, r)
+		limited.ServeHTTP(w, r)
 	})
 }
 

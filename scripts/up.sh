@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# up.sh: run the kit on this machine with one command.
+#
+#   1. installs Docker Compose v2 when `docker compose version` fails (built
+#      from the Go module proxy, pinned below);
+#   2. writes .env with fresh secrets when there is none (scripts/init-env.sh);
+#   3. builds the images: SITEKIT_BUILD=local (from the environment or .env)
+#      stages binaries on this host first, for machines with no registry;
+#   4. docker compose up -d --wait, then prints the URL.
+#
+# docker compose stays the real interface: this is steps you could type.
+# SITEKIT_ENV_FILE names another env file than .env (the end-to-end test uses
+# one, with COMPOSE_PROJECT_NAME, to keep away from your own stack).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Compose v2 continues as github.com/docker/compose/v5; v5.0.2 is the newest
+# that `go install` accepts (later ones carry exclude directives) with Go 1.26.
+readonly COMPOSE_MODULE=github.com/docker/compose/v5
+readonly COMPOSE_VERSION=v5.0.2
+readonly PLUGIN_DIR=${DOCKER_CLI_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}
+
+ENV_FILE=${SITEKIT_ENV_FILE:-.env}
+SECONDS=0
+
+step() { printf '\n==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
+die() {
+  printf 'up: %s\n' "$*" >&2
+  exit 1
+}
+
+install_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose version >&2
+    return
+  fi
+  command -v go >/dev/null ||
+    die "Docker Compose v2 is missing and Go is not installed to build it; install Docker's docker-compose-plugin package (https://docs.docker.com/compose/install/linux/)"
+  step "installing Docker Compose $COMPOSE_VERSION from the Go module proxy (a few minutes)"
+  local bin
+  bin=$(mktemp -d)
+  GOBIN=$bin go install -trimpath \
+    -ldflags "-s -w -X $COMPOSE_MODULE/internal.Version=$COMPOSE_VERSION" \
+    "$COMPOSE_MODULE/cmd@$COMPOSE_VERSION"
+  mkdir -p "$PLUGIN_DIR"
+  install -m 0755 "$bin/cmd" "$PLUGIN_DIR/docker-compose"
+  rm -rf "$bin"
+  docker compose version >&2 || die "installed $PLUGIN_DIR/docker-compose, but docker compose still fails"
+}
+
+# env_value NAME: NAME from the environment, else from the env file.
+env_value() {
+  if [[ -n "${!1:-}" ]]; then
+    printf '%s' "${!1}"
+  else
+    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1
+  fi
+}
+
+main() {
+  command -v docker >/dev/null || die "Docker is not installed (https://docs.docker.com/engine/install/)"
+  docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it (systemctl start docker) or run as a user in the docker group"
+
+  step "Docker Compose v2"
+  install_compose
+
+  step "settings: $ENV_FILE"
+  SITEKIT_ENV_FILE=$ENV_FILE bash scripts/init-env.sh
+  local compose=(docker compose --env-file "$ENV_FILE")
+
+  local build domain
+  build=$(env_value SITEKIT_BUILD)
+  build=${build:-release}
+  domain=$(env_value DOMAIN)
+  export SITEKIT_BUILD=$build
+
+  step "building images (SITEKIT_BUILD=$build)"
+  case $build in
+  local)
+    local svc
+    for svc in app caddy redis; do
+      bash scripts/stage-image.sh "$svc" ".build/$svc"
+    done
+    # With no buildx plugin, Compose uses the engine's classic builder, which
+    # needs no registry for FROM scratch.
+    DOCKER_BUILDKIT=0 "${compose[@]}" build
+    ;;
+  release)
+    "${compose[@]}" build
+    ;;
+  *)
+    die "SITEKIT_BUILD is '$build'; use release or local"
+    ;;
+  esac
+
+  step "starting the stack and waiting until every service is healthy"
+  "${compose[@]}" up -d --wait --wait-timeout 180 || {
+    "${compose[@]}" ps -a >&2
+    "${compose[@]}" logs --tail 30 >&2
+    die "the stack did not become healthy; the logs above say why"
+  }
+  "${compose[@]}" ps >&2
+
+  step "up in ${SECONDS}s: open https://${domain:-localhost}/"
+  if [[ "$domain" == localhost || -z "$domain" ]]; then
+    cat >&2 <<EOF
+The certificate comes from Caddy's own local CA. To trust it in a browser
+on this machine, copy its root out and import it (Chrome, Firefox: Settings,
+Certificates, Authorities, Import; or certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n sitekit -i root.crt):
+  ${compose[*]} cp caddy:/data/caddy/pki/authorities/local/root.crt root.crt
+  curl --cacert root.crt https://localhost/
+EOF
+  fi
+}
+
+main "$@"

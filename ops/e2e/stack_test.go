@@ -1,0 +1,312 @@
+//go:build e2e
+
+// Package e2e tests the compose stack the way its users meet it: the real
+// images on the real Docker engine, brought up by scripts/up.sh, reached over
+// HTTPS on localhost by plain clients and by a headless Chromium.
+//
+//	SITEKIT_BUILD=local go test -tags e2e -count=1 -timeout 30m ./ops/e2e
+//
+// It runs as its own compose project (sitekit-e2e) with its own env file and
+// subnet, and removes its containers, networks and volumes at the end, also
+// when a step fails. It needs ports 80 and 443 of this host, Docker Compose
+// v2 (scripts/up.sh installs it) and Debian's chromium and libnss3-tools.
+// Screenshots go to $E2E_ARTIFACTS (default .artifacts/e2e).
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const project = "sitekit-e2e"
+
+// settings of the test's env file, on top of .env.example and the secrets
+// scripts/init-env.sh generates. Every host client reaches Caddy from the
+// same address (the edge network's gateway, through Docker's port proxy),
+// so per-IP limits are raised; they stay on, so their headers can be read.
+var settings = []string{
+	"DOMAIN=localhost",
+	"ADMIN_EMAILS=admin@example.com",
+	"EDGE_SUBNET=172.30.81.0/24",
+	"EDGE_DYNAMIC_RANGE=172.30.81.128/25",
+	"CADDY_ADDR=172.30.81.2",
+	"RATE_LIMIT_GLOBAL=1000/s",
+	"RATE_LIMIT_GLOBAL_BURST=2000",
+	"RATE_LIMIT_SIGNUP=1000/h",
+	"RATE_LIMIT_LOGIN_IP=1000/h",
+	"RATE_LIMIT_LOGIN_EMAIL=1000/h",
+	"RATE_LIMIT_CONTACT=1000/h",
+}
+
+// stack is the running compose project.
+type stack struct {
+	root      string // repository root
+	envFile   string
+	env       map[string]string // the env file's settings
+	rootCA    *x509.CertPool
+	rootPEM   string // path of Caddy's local root certificate
+	client    *http.Client
+	artifacts string
+}
+
+func TestMain(m *testing.M) {
+	if err := os.MkdirAll(artifactsDir(), 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+func artifactsDir() string {
+	if d := os.Getenv("E2E_ARTIFACTS"); d != "" {
+		return d
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		panic(err)
+	}
+	return filepath.Join(root, ".artifacts", "e2e")
+}
+
+// startStack brings the stack up with the one command, scripts/up.sh, and
+// registers its removal (down -v) with t.Cleanup.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{root: root, envFile: filepath.Join(t.TempDir(), "e2e.env"), artifacts: artifactsDir()}
+
+	// Remove what a run killed before its cleanup left behind.
+	s.composeQuiet(t, "down", "-v", "--remove-orphans", "--timeout", "5")
+	t.Cleanup(func() { s.down(t) })
+
+	s.run(t, 30*time.Second, append([]string{"bash", "scripts/init-env.sh"}, settings...)...)
+	s.env = readEnv(t, s.envFile)
+	start := time.Now()
+	s.run(t, 20*time.Minute, "bash", "scripts/up.sh")
+	t.Logf("scripts/up.sh: stack healthy after %s", time.Since(start).Round(time.Second))
+
+	s.rootPEM = filepath.Join(t.TempDir(), "root.crt")
+	s.compose(t, "cp", "caddy:/data/caddy/pki/authorities/local/root.crt", s.rootPEM)
+	pem, err := os.ReadFile(s.rootPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.rootCA = x509.NewCertPool()
+	if !s.rootCA.AppendCertsFromPEM(pem) {
+		t.Fatalf("%s holds no PEM certificate", s.rootPEM)
+	}
+	s.client = &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: s.rootCA},
+			ForceAttemptHTTP2: true,
+		},
+		// The tests look at redirects themselves.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return s
+}
+
+// down removes the project's containers, networks and volumes, and checks
+// that none is left.
+func (s *stack) down(t *testing.T) {
+	if t.Failed() {
+		// The services' last logs, to see why.
+		out, _ := s.composeCmd("logs", "--no-color", "--tail", "40").CombinedOutput()
+		t.Logf("docker compose logs (last 40 lines each):\n%s", out)
+	}
+	s.compose(t, "down", "-v", "--remove-orphans", "--timeout", "20")
+	for _, kind := range []string{"container", "network", "volume"} {
+		args := []string{kind, "ls", "-q", "--filter", "label=com.docker.compose.project=" + project}
+		if kind == "container" {
+			args = []string{"ps", "-aq", "--filter", "label=com.docker.compose.project=" + project}
+		}
+		out, err := exec.Command("docker", args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+			continue
+		}
+		if left := strings.TrimSpace(string(out)); left != "" {
+			t.Errorf("after down -v, %ss of %s are left: %s", kind, project, left)
+		}
+	}
+}
+
+func (s *stack) composeCmd(args ...string) *exec.Cmd {
+	cmd := exec.Command("docker", append([]string{"compose", "--project-name", project, "--env-file", s.envFile}, args...)...)
+	cmd.Dir = s.root
+	return cmd
+}
+
+// compose runs docker compose with args on the test's project and returns
+// its output; a failure fails the test.
+func (s *stack) compose(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := s.composeCmd(args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// composeQuiet runs docker compose and ignores a failure.
+func (s *stack) composeQuiet(t *testing.T, args ...string) {
+	t.Helper()
+	// The env file may not exist yet: compose would refuse the required
+	// variables without them.
+	cmd := exec.Command("docker", append([]string{"compose", "--project-name", project}, args...)...)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "REDIS_APP_PASSWORD=unused", "DOMAIN=localhost")
+	_ = cmd.Run()
+}
+
+// run runs a command in the repository root with the test's project and env
+// file in its environment, streaming its output to the test log.
+func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "SITEKIT_ENV_FILE="+s.envFile)
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s:\n%s", strings.Join(args, " "), out)
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(args, " "), err)
+	}
+}
+
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(k, "#") {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// containers maps each service to its container's `docker inspect`.
+func (s *stack) containers(t *testing.T) map[string]inspect {
+	t.Helper()
+	ids := strings.Fields(s.compose(t, "ps", "-q"))
+	if len(ids) == 0 {
+		t.Fatal("docker compose ps: no containers")
+	}
+	out, err := exec.Command("docker", append([]string{"inspect"}, ids...)...).Output()
+	if err != nil {
+		t.Fatalf("docker inspect: %v", err)
+	}
+	var list []inspect
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]inspect{}
+	for _, c := range list {
+		m[c.Config.Labels["com.docker.compose.service"]] = c
+	}
+	return m
+}
+
+// inspect is the part of `docker inspect` the tests read.
+type inspect struct {
+	Name   string
+	Config struct {
+		User   string
+		Labels map[string]string
+	}
+	HostConfig struct {
+		ReadonlyRootfs bool
+		CapDrop        []string
+		CapAdd         []string
+		SecurityOpt    []string
+		Privileged     bool
+		Memory         int64
+		NanoCpus       int64
+		PidsLimit      *int64
+		PortBindings   map[string][]struct{ HostIP, HostPort string }
+		LogConfig      struct {
+			Type   string
+			Config map[string]string
+		}
+		RestartPolicy struct{ Name string }
+	}
+	State struct {
+		Status string
+		Health *struct{ Status string }
+	}
+}
+
+// get fetches url with the stack's client and returns the response with its
+// body read.
+func (s *stack) get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	return s.do(t, mustRequest(t, http.MethodGet, url, ""))
+}
+
+func (s *stack) do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatalf("%s %s: reading the body: %v", req.Method, req.URL, err)
+	}
+	return resp, b.String()
+}
+
+func mustRequest(t *testing.T, method, url, jsonBody string) *http.Request {
+	t.Helper()
+	var req *http.Request
+	var err error
+	if jsonBody == "" {
+		req, err = http.NewRequest(method, url, nil)
+	} else {
+		req, err = http.NewRequest(method, url, strings.NewReader(jsonBody))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// waitFor polls cond every 250 ms until it returns nil or timeout passes,
+// and returns how long it took.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < timeout {
+		if err = cond(); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("%s: not after %s: %v", what, timeout, err)
+	return 0
+}

@@ -8,8 +8,8 @@
 #                          (official golang / debian images, from a registry);
 #   SITEKIT_BUILD=local    on this host, before `docker compose build`, for a
 #                          machine that reaches no registry (scripts/up.sh).
-# It needs Go for app and caddy, and Debian's redis-server and redis-tools
-# for redis. Run it from the repository root.
+# It needs Go for app and caddy, and Debian's redis-tools for redis. Run it
+# from the repository root.
 set -euo pipefail
 
 die() {
@@ -30,19 +30,17 @@ gobuild() {
   CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$2" "$1"
 }
 
-# copy_with_libs BIN...: each binary and exactly the shared libraries ldd
-# says it loads, at the same paths (the dynamic loader included).
+# copy_with_libs SRC DEST: the program SRC (looked up on PATH) as
+# rootfs/DEST, with exactly the shared libraries ldd says it loads, at the
+# same paths (the dynamic loader included).
 copy_with_libs() {
-  local bin lib lib_file
-  for bin in "$@"; do
-    command -v "$bin" >/dev/null || die "$bin is not installed: apt-get install -y redis-server redis-tools"
-    # redis-server is a symlink to redis-check-rdb: copy what it points at.
-    cp -L "$(command -v "$bin")" "$out/rootfs/$bin"
-    for lib in $(ldd "$(command -v "$bin")" | grep -o '/[^ ]*'); do
-      lib_file=$(readlink -f "$lib")
-      # Keep the mode: the kernel runs the loader only if it is executable.
-      install -D -m "$(stat -c %a "$lib_file")" "$lib_file" "$out/rootfs$lib"
-    done
+  local src lib lib_file
+  src=$(command -v "$1") || die "$1 is not installed: apt-get install -y redis-tools"
+  cp -L "$src" "$out/rootfs/$2"
+  for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
+    lib_file=$(readlink -f "$lib")
+    # Keep the mode: the kernel runs the loader only if it is executable.
+    install -D -m "$(stat -c %a "$lib_file")" "$lib_file" "$out/rootfs$lib"
   done
 }
 
@@ -57,7 +55,11 @@ caddy)
   install -D -m 0644 Caddyfile "$out/rootfs/etc/caddy/Caddyfile"
   ;;
 redis)
-  copy_with_libs redis-server redis-cli
+  # Debian's redis-tools holds the server binary as redis-check-rdb (the
+  # redis-server package adds only a symlink to it, a config and a system
+  # service); run under the name redis-server, it is the server.
+  copy_with_libs redis-check-rdb redis-server
+  copy_with_libs redis-cli redis-cli
   install -D -m 0644 ops/redis/redis.conf "$out/rootfs/etc/redis/redis.conf"
   ;;
 *)

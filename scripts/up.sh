@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # up.sh: run the kit on this machine with one command.
 #
-#   1. installs Docker Compose v2 when `docker compose version` fails (built
-#      from the Go module proxy, pinned below);
+#   1. installs Docker Compose v2 when `docker compose version` fails
+#      (scripts/install-compose.sh: built from the Go module proxy, pinned);
 #   2. writes .env with fresh secrets when there is none (scripts/init-env.sh);
 #   3. builds the images: SITEKIT_BUILD=local (from the environment or .env)
-#      stages binaries on this host first, for machines with no registry;
+#      stages binaries on this host first, for machines with no registry
+#      (installing Debian's redis-tools when missing);
 #   4. docker compose up -d --wait, then prints the URL.
 #
 # docker compose stays the real interface: this is steps you could type.
@@ -13,12 +14,6 @@
 # one, with COMPOSE_PROJECT_NAME, to keep away from your own stack).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-# Compose v2 continues as github.com/docker/compose/v5; v5.0.2 is the newest
-# that `go install` accepts (later ones carry exclude directives) with Go 1.26.
-readonly COMPOSE_MODULE=github.com/docker/compose/v5
-readonly COMPOSE_VERSION=v5.0.2
-readonly PLUGIN_DIR=${DOCKER_CLI_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}
 
 ENV_FILE=${SITEKIT_ENV_FILE:-.env}
 SECONDS=0
@@ -29,23 +24,18 @@ die() {
   exit 1
 }
 
-install_compose() {
-  if docker compose version >/dev/null 2>&1; then
-    docker compose version >&2
-    return
+# need_local_tools: what SITEKIT_BUILD=local stages images with: Go, and
+# Debian's redis-tools (installed here when missing, on Debian as root).
+need_local_tools() {
+  command -v go >/dev/null || die "SITEKIT_BUILD=local builds the app and Caddy with Go: install Go 1.26 (https://go.dev/dl/)"
+  if ! command -v redis-check-rdb >/dev/null || ! command -v redis-cli >/dev/null; then
+    if [[ $EUID != 0 ]] || ! command -v apt-get >/dev/null; then
+      die "SITEKIT_BUILD=local copies Redis from Debian's redis-tools: apt-get install -y redis-tools"
+    fi
+    step "installing Debian's redis-tools (the Redis image is built from it)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-tools >/dev/null
   fi
-  command -v go >/dev/null ||
-    die "Docker Compose v2 is missing and Go is not installed to build it; install Docker's docker-compose-plugin package (https://docs.docker.com/compose/install/linux/)"
-  step "installing Docker Compose $COMPOSE_VERSION from the Go module proxy (a few minutes)"
-  local bin
-  bin=$(mktemp -d)
-  GOBIN=$bin go install -trimpath \
-    -ldflags "-s -w -X $COMPOSE_MODULE/internal.Version=$COMPOSE_VERSION" \
-    "$COMPOSE_MODULE/cmd@$COMPOSE_VERSION"
-  mkdir -p "$PLUGIN_DIR"
-  install -m 0755 "$bin/cmd" "$PLUGIN_DIR/docker-compose"
-  rm -rf "$bin"
-  docker compose version >&2 || die "installed $PLUGIN_DIR/docker-compose, but docker compose still fails"
 }
 
 # env_value NAME: NAME from the environment, else from the env file.
@@ -62,7 +52,8 @@ main() {
   docker info >/dev/null 2>&1 || die "the Docker engine does not answer: start it (systemctl start docker) or run as a user in the docker group"
 
   step "Docker Compose v2"
-  install_compose
+  bash scripts/install-compose.sh
+  local t_install=$SECONDS
 
   step "settings: $ENV_FILE"
   SITEKIT_ENV_FILE=$ENV_FILE bash scripts/init-env.sh
@@ -77,6 +68,7 @@ main() {
   step "building images (SITEKIT_BUILD=$build)"
   case $build in
   local)
+    need_local_tools
     local svc
     for svc in app caddy redis; do
       bash scripts/stage-image.sh "$svc" ".build/$svc"
@@ -93,6 +85,7 @@ main() {
     ;;
   esac
 
+  local t_build=$SECONDS
   step "starting the stack and waiting until every service is healthy"
   "${compose[@]}" up -d --wait --wait-timeout 180 || {
     "${compose[@]}" ps -a >&2
@@ -101,6 +94,8 @@ main() {
   }
   "${compose[@]}" ps >&2
 
+  printf 'up: timings: install %ds, settings and image build %ds, up to healthy %ds\n' \
+    "$t_install" "$((t_build - t_install))" "$((SECONDS - t_build))" >&2
   step "up in ${SECONDS}s: open https://${domain:-localhost}/"
   if [[ "$domain" == localhost || -z "$domain" ]]; then
     cat >&2 <<EOF

@@ -97,6 +97,8 @@ func testBrowser(t *testing.T, s *stack) {
 	b.noSessionCookie()
 	b.shot("06-signed-out")
 
+	s.report(t, "screenshots: %s", strings.Join(b.shots, " "))
+
 	// Console messages arrive asynchronously; give the last ones a moment.
 	time.Sleep(500 * time.Millisecond)
 	mu.Lock()
@@ -153,9 +155,10 @@ func newBrowser(t *testing.T, rootPEM string) context.Context {
 
 // browser runs the steps of a test in one tab; a failed step ends the test.
 type browser struct {
-	t   *testing.T
-	ctx context.Context
-	dir string // screenshots
+	t     *testing.T
+	ctx   context.Context
+	dir   string   // screenshots
+	shots []string // their paths
 }
 
 // open navigates to path and checks the page's heading.
@@ -239,6 +242,7 @@ func (b *browser) shot(name string) {
 		b.t.Fatal(err)
 	}
 	b.t.Logf("screenshot: %s", path)
+	b.shots = append(b.shots, path)
 }
 
 // sessionCookie is the browser's session cookie for the site, or nil.

@@ -33,6 +33,7 @@ func TestStack(t *testing.T) {
 	t.Run("NothingElsePublished", func(t *testing.T) { testNothingElsePublished(t, s) })
 	t.Run("Hardening", func(t *testing.T) { testHardening(t, s) })
 	t.Run("RedisACL", func(t *testing.T) { testRedisACL(t, s) })
+	t.Run("Admin", func(t *testing.T) { testAdmin(t, s) })
 	t.Run("AppDownAndBack", func(t *testing.T) { testAppDownAndBack(t, s) })
 	t.Run("Persistence", func(t *testing.T) { testPersistence(t, s) })
 }
@@ -53,11 +54,11 @@ func testEdge(t *testing.T, s *stack) {
 		t.Errorf("GET /: the home page's heading is missing:\n%s", body)
 	}
 	for name, want := range map[string]string{
-		"Strict-Transport-Security": "max-age=31536000",
-		"Content-Security-Policy":   "default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
-		"X-Content-Type-Options":    "nosniff",
-		"X-Frame-Options":           "DENY",
-		"Referrer-Policy":           "strict-origin-when-cross-origin",
+		"Strict-Transport-Security":  "max-age=31536000",
+		"Content-Security-Policy":    "default-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'",
+		"X-Content-Type-Options":     "nosniff",
+		"X-Frame-Options":            "DENY",
+		"Referrer-Policy":            "strict-origin-when-cross-origin",
 		"Cross-Origin-Opener-Policy": "same-origin",
 	} {
 		if got := resp.Header.Values(name); len(got) != 1 || got[0] != want {
@@ -244,6 +245,45 @@ func testRedisACL(t *testing.T, s *stack) {
 	}
 }
 
+// testAdmin: an admin created with `app useradd` inside the running app
+// container signs in through the site and lists users and contact messages,
+// which run the Redis commands of the admin pages under the app's ACL.
+func testAdmin(t *testing.T, s *stack) {
+	const email, password = "admin@example.com", "the admin's long password"
+	cmd := s.composeCmd("exec", "-T", "app", "/app", "useradd", email, "Admin")
+	cmd.Stdin = strings.NewReader(password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker compose exec app /app useradd: %v\n%s", err, out)
+	}
+	resp, body := s.do(t, mustRequest(t, http.MethodPost, site+"/api/sessions", `{"email":"`+email+`","password":"`+password+`"}`))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /api/sessions as the admin: %s %s", resp.Status, trim(body))
+	}
+	var session *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-session" {
+			session = c
+		}
+	}
+	if session == nil {
+		t.Fatalf("POST /api/sessions: no __Host-session cookie in %q", resp.Header.Values("Set-Cookie"))
+	}
+	for _, path := range []string{"/api/users?limit=5", "/api/contact?limit=5", "/api/me"} {
+		req := mustRequest(t, http.MethodGet, site+path, "")
+		req.AddCookie(session)
+		resp, body := s.do(t, req)
+		if resp.StatusCode != http.StatusOK || !json.Valid([]byte(body)) {
+			t.Errorf("GET %s as the admin: %s %s; want 200 with JSON", path, resp.Status, trim(body))
+		}
+	}
+	// The browser test sent a contact message: the admin sees it.
+	req := mustRequest(t, http.MethodGet, site+"/api/contact?limit=50", "")
+	req.AddCookie(session)
+	if _, body := s.do(t, req); !strings.Contains(body, "Hello from the end-to-end test.") {
+		t.Errorf("GET /api/contact: the browser's message is not listed: %s", trim(body))
+	}
+}
+
 // testAppDownAndBack: with the app stopped, Caddy answers the API in the
 // JSON error shape and pages in HTML; started again, the stack heals.
 func testAppDownAndBack(t *testing.T, s *stack) {
@@ -255,7 +295,7 @@ func testAppDownAndBack(t *testing.T, s *stack) {
 		json.Unmarshal([]byte(body), &e) != nil || e.Code != "unavailable" || resp.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("GET /api/users/nobody with the app stopped: %s %q; want 502 or 503 with code unavailable in JSON", resp.Status, trim(body))
 	}
-	t.Logf("the API answered %s after %s with the app stopped (lb_try_duration)", resp.Status, time.Since(start).Round(time.Millisecond))
+	s.report(t, "the API answered %s after %s with the app stopped (lb_try_duration)", resp.Status, time.Since(start).Round(time.Millisecond))
 	resp, body = s.get(t, site+"/about")
 	if resp.StatusCode < 500 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(body, "Request id") {
 		t.Errorf("GET /about with the app stopped: %s %q; want a 5xx HTML page", resp.Status, trim(body))
@@ -273,7 +313,7 @@ func testAppDownAndBack(t *testing.T, s *stack) {
 		}
 		return nil
 	})
-	t.Logf("the app answered through Caddy %s after docker compose start app", took.Round(time.Millisecond))
+	s.report(t, "the app answered through Caddy %s after docker compose start app", took.Round(time.Millisecond))
 }
 
 // testPersistence: data written through the site survives a Redis restart
@@ -300,12 +340,12 @@ func testPersistence(t *testing.T, s *stack) {
 
 	s.compose(t, "restart", "redis")
 	took := waitFor(t, 60*time.Second, "the user after docker compose restart redis", userExists)
-	t.Logf("after docker compose restart redis, the user was readable again in %s", took.Round(time.Millisecond))
+	s.report(t, "after docker compose restart redis, the user was readable again in %s", took.Round(time.Millisecond))
 
 	start := time.Now()
 	s.compose(t, "down")
 	s.compose(t, "up", "-d", "--wait", "--wait-timeout", "180")
-	t.Logf("docker compose down + up --wait took %s", time.Since(start).Round(time.Second))
+	s.report(t, "docker compose down + up --wait took %s", time.Since(start).Round(time.Second))
 	waitFor(t, 60*time.Second, "the user after docker compose down and up", userExists)
 	if after := s.certFingerprint(t); after != certBefore {
 		t.Errorf("Caddy's certificate changed across down and up: %s, then %s; its /data volume should keep it", certBefore, after)

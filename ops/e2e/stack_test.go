@@ -4,16 +4,19 @@
 // images on the real Docker engine, brought up by scripts/up.sh, reached over
 // HTTPS on localhost by plain clients and by a headless Chromium.
 //
-//	SITEKIT_BUILD=local go test -tags e2e -count=1 -timeout 30m ./ops/e2e
+//	go test -tags e2e -count=1 -timeout 30m ./ops/e2e
 //
 // It runs as its own compose project (sitekit-e2e) with its own env file and
 // subnet, and removes its containers, networks and volumes at the end, also
 // when a step fails. It needs ports 80 and 443 of this host, Docker Compose
 // v2 (scripts/up.sh installs it) and Debian's chromium and libnss3-tools.
+// The images are built with SITEKIT_BUILD=local unless the environment sets
+// SITEKIT_BUILD.
 // Screenshots go to $E2E_ARTIFACTS (default .artifacts/e2e).
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -93,11 +96,24 @@ func startStack(t *testing.T) *stack {
 	s.composeQuiet(t, "down", "-v", "--remove-orphans", "--timeout", "5")
 	t.Cleanup(func() { s.down(t) })
 
-	s.run(t, 30*time.Second, append([]string{"bash", "scripts/init-env.sh"}, settings...)...)
+	// The images are built from this checkout, staged on this host (Go and
+	// redis-tools, which the other tests need too), unless SITEKIT_BUILD
+	// says otherwise.
+	build := cmp.Or(os.Getenv("SITEKIT_BUILD"), "local")
+	s.run(t, 30*time.Second, append([]string{"bash", "scripts/init-env.sh", "SITEKIT_BUILD=" + build}, settings...)...)
 	s.env = readEnv(t, s.envFile)
+	os.Remove(filepath.Join(s.artifacts, "report.txt"))
 	start := time.Now()
-	s.run(t, 20*time.Minute, "bash", "scripts/up.sh")
-	t.Logf("scripts/up.sh: stack healthy after %s", time.Since(start).Round(time.Second))
+	out := s.run(t, 20*time.Minute, "bash", "scripts/up.sh")
+	if err := os.WriteFile(filepath.Join(s.artifacts, "up.log"), out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "up: timings:") {
+			s.report(t, "scripts/up.sh %s", strings.TrimPrefix(line, "up: "))
+		}
+	}
+	s.report(t, "scripts/up.sh: the stack was healthy %s after the start", time.Since(start).Round(time.Second))
 
 	s.rootPEM = filepath.Join(t.TempDir(), "root.crt")
 	s.compose(t, "cp", "caddy:/data/caddy/pki/authorities/local/root.crt", s.rootPEM)
@@ -174,9 +190,25 @@ func (s *stack) composeQuiet(t *testing.T, args ...string) {
 	_ = cmd.Run()
 }
 
+// report logs a figure and appends it to report.txt among the artifacts,
+// which .ci/run prints.
+func (s *stack) report(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := fmt.Sprintf(format, args...)
+	t.Log(line)
+	f, err := os.OpenFile(filepath.Join(s.artifacts, "report.txt"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s: %s\n", t.Name(), line); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // run runs a command in the repository root with the test's project and env
-// file in its environment, streaming its output to the test log.
-func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) {
+// file in its environment, logs its output and returns it.
+func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -188,6 +220,7 @@ func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) {
 	if err != nil {
 		t.Fatalf("%s: %v", strings.Join(args, " "), err)
 	}
+	return out
 }
 
 func readEnv(t *testing.T, path string) map[string]string {

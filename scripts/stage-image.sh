@@ -8,8 +8,9 @@
 #                          (official golang / debian images, from a registry);
 #   SITEKIT_BUILD=local    on this host, before `docker compose build`, for a
 #                          machine that reaches no registry (scripts/up.sh).
-# It needs Go for app and caddy, and Debian's redis-tools for redis. Run it
-# from the repository root.
+# It needs Go for every image, and Debian's package of the program for
+# redis (redis-tools), prometheus and redis-exporter
+# (prometheus-redis-exporter). Run it from the repository root.
 set -euo pipefail
 
 die() {
@@ -35,8 +36,8 @@ gobuild() {
 # same paths (the dynamic loader included).
 copy_with_libs() {
   local src lib lib_file
-  src=$(command -v "$1") || die "$1 is not installed: apt-get install -y redis-tools"
-  cp -L "$src" "$out/rootfs/$2"
+  src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter)"
+  install -D -m 0755 "$(readlink -f "$src")" "$out/rootfs/$2"
   for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
     lib_file=$(readlink -f "$lib")
     # Keep the mode: the kernel runs the loader only if it is executable.
@@ -62,8 +63,28 @@ redis)
   copy_with_libs redis-cli redis-cli
   install -D -m 0644 ops/redis/redis.conf "$out/rootfs/etc/redis/redis.conf"
   ;;
+prometheus)
+  copy_with_libs prometheus usr/bin/prometheus
+  # Debian's build serves its web UI from these files. Some are symlinks
+  # into Debian's JavaScript packages: copy what they point at, but of
+  # moment-timezone (214 MB with its data folder) only the one file the UI
+  # loads.
+  mkdir -p "$out/rootfs/usr/share/prometheus/web/static"
+  cp -r /usr/share/prometheus/web/templates "$out/rootfs/usr/share/prometheus/web/"
+  for dir in /usr/share/prometheus/web/static/*; do
+    [[ "$dir" == */moment-timezone ]] && continue
+    cp -rL "$dir" "$out/rootfs/usr/share/prometheus/web/static/"
+  done
+  install -D -m 0644 /usr/share/prometheus/web/static/moment-timezone/moment-timezone-with-data.min.js \
+    "$out/rootfs/usr/share/prometheus/web/static/moment-timezone/moment-timezone-with-data.min.js"
+  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  ;;
+redis-exporter)
+  copy_with_libs prometheus-redis-exporter usr/bin/prometheus-redis-exporter
+  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  ;;
 *)
-  die "unknown service $svc (app, caddy or redis)"
+  die "unknown service $svc (app, caddy, redis, prometheus or redis-exporter)"
   ;;
 esac
 printf 'stage-image: %s staged in %s (%s)\n' "$svc" "$out" "$(du -sh "$out/rootfs" | cut -f1)" >&2

@@ -10,6 +10,7 @@
 #   4. docker compose up -d --wait, then prints the URL.
 #
 # docker compose stays the real interface: this is steps you could type.
+# COMPOSE_PROFILES=ops (in the environment or .env) adds the monitoring.
 # SITEKIT_ENV_FILE names another env file than .env (the end-to-end test uses
 # one, with COMPOSE_PROJECT_NAME, to keep away from your own stack).
 set -euo pipefail
@@ -24,18 +25,35 @@ die() {
   exit 1
 }
 
-# need_local_tools: what SITEKIT_BUILD=local stages images with: Go, and
-# Debian's redis-tools (installed here when missing, on Debian as root).
+# debian_package SERVICE: the Debian package whose program SERVICE's image
+# holds (compose.yaml names the same for the release build), if any.
+debian_package() {
+  case $1 in
+  redis) echo redis-tools ;;
+  prometheus) echo prometheus ;;
+  redis-exporter) echo prometheus-redis-exporter ;;
+  esac
+}
+
+# need_local_tools SERVICE...: what SITEKIT_BUILD=local stages these images
+# with: Go, and the Debian packages of their programs (installed here when
+# missing, on Debian as root).
 need_local_tools() {
-  command -v go >/dev/null || die "SITEKIT_BUILD=local builds the app and Caddy with Go: install Go 1.26 (https://go.dev/dl/)"
-  if ! command -v redis-check-rdb >/dev/null || ! command -v redis-cli >/dev/null; then
-    if [[ $EUID != 0 ]] || ! command -v apt-get >/dev/null; then
-      die "SITEKIT_BUILD=local copies Redis from Debian's redis-tools: apt-get install -y redis-tools"
+  command -v go >/dev/null || die "SITEKIT_BUILD=local builds the images' Go programs: install Go 1.26 (https://go.dev/dl/)"
+  local svc pkg missing=()
+  for svc in "$@"; do
+    pkg=$(debian_package "$svc")
+    if [[ -n "$pkg" ]] && ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$pkg")
     fi
-    step "installing Debian's redis-tools (the Redis image is built from it)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-tools >/dev/null
+  done
+  ((${#missing[@]})) || return 0
+  if [[ $EUID != 0 ]] || ! command -v apt-get >/dev/null; then
+    die "SITEKIT_BUILD=local copies programs from Debian's packages: apt-get install -y ${missing[*]}"
   fi
+  step "installing Debian's ${missing[*]} (images are built from them)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # env_value NAME: NAME from the environment, else from the env file.
@@ -68,9 +86,13 @@ main() {
   step "building images (SITEKIT_BUILD=$build)"
   case $build in
   local)
-    need_local_tools
+    # The services of the active profiles (COMPOSE_PROFILES), each built
+    # from ops/: stage what each image holds.
+    local services
+    mapfile -t services < <("${compose[@]}" config --services)
+    need_local_tools "${services[@]}"
     local svc
-    for svc in app caddy redis; do
+    for svc in "${services[@]}"; do
       bash scripts/stage-image.sh "$svc" ".build/$svc"
     done
     # With no buildx plugin, Compose uses the engine's classic builder, which

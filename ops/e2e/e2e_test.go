@@ -34,6 +34,7 @@ func TestStack(t *testing.T) {
 	t.Run("Hardening", func(t *testing.T) { testHardening(t, s) })
 	t.Run("RedisACL", func(t *testing.T) { testRedisACL(t, s) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, s) })
+	t.Run("Monitoring", func(t *testing.T) { testMonitoring(t, s) })
 	t.Run("AppDownAndBack", func(t *testing.T) { testAppDownAndBack(t, s) })
 	t.Run("Persistence", func(t *testing.T) { testPersistence(t, s) })
 }
@@ -164,8 +165,14 @@ func testNothingElsePublished(t *testing.T, s *stack) {
 		}
 		slices.Sort(published)
 		want := []string{}
-		if svc == "caddy" {
+		switch svc {
+		case "caddy":
 			want = []string{"443/tcp", "443/udp", "80/tcp"}
+		case "prometheus":
+			want = []string{"9090/tcp"}
+			if b := c.HostConfig.PortBindings["9090/tcp"]; len(b) != 1 || b[0].HostIP != "127.0.0.1" {
+				t.Errorf("prometheus publishes 9090 on %+v; want 127.0.0.1 only", b)
+			}
 		}
 		if !slices.Equal(published, want) {
 			t.Errorf("%s publishes %v; want %v", svc, published, want)
@@ -178,12 +185,12 @@ func testNothingElsePublished(t *testing.T, s *stack) {
 // logs.
 func testHardening(t *testing.T, s *stack) {
 	cs := s.containers(t)
-	for _, svc := range []string{"caddy", "app", "redis"} {
-		c, ok := cs[svc]
-		if !ok {
+	for _, svc := range []string{"caddy", "app", "redis", "prometheus", "redis-exporter"} {
+		if _, ok := cs[svc]; !ok {
 			t.Errorf("no %s container", svc)
-			continue
 		}
+	}
+	for svc, c := range cs {
 		h := c.HostConfig
 		user, _, _ := strings.Cut(c.Config.User, ":")
 		checks := []struct {

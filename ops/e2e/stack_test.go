@@ -6,7 +6,8 @@
 //
 //	go test -tags e2e -count=1 -timeout 30m ./ops/e2e
 //
-// It runs as its own compose project (sitekit-e2e) with its own env file and
+// It runs as its own compose project (sitekit-e2e), with the ops profile's
+// monitoring, its own env file and
 // subnet, and removes its containers, networks and volumes at the end, also
 // when a step fails. It needs ports 80 and 443 of this host, Docker Compose
 // v2 (scripts/up.sh installs it) and Debian's chromium and libnss3-tools.
@@ -41,9 +42,9 @@ const project = "sitekit-e2e"
 var settings = []string{
 	"DOMAIN=localhost",
 	"ADMIN_EMAILS=admin@example.com",
-	"EDGE_SUBNET=172.30.81.0/24",
-	"EDGE_DYNAMIC_RANGE=172.30.81.128/25",
-	"CADDY_ADDR=172.30.81.2",
+	"EDGE_SUBNET=10.203.81.0/24",
+	"EDGE_DYNAMIC_RANGE=10.203.81.128/25",
+	"CADDY_ADDR=10.203.81.2",
 	"RATE_LIMIT_GLOBAL=1000/s",
 	"RATE_LIMIT_GLOBAL_BURST=2000",
 	"RATE_LIMIT_SIGNUP=1000/h",
@@ -51,6 +52,10 @@ var settings = []string{
 	"RATE_LIMIT_LOGIN_EMAIL=1000/h",
 	"RATE_LIMIT_CONTACT=1000/h",
 }
+
+// profiles are the compose profiles the test runs: the base stack and the
+// monitoring.
+const profiles = "ops"
 
 // stack is the running compose project.
 type stack struct {
@@ -165,6 +170,7 @@ func (s *stack) down(t *testing.T) {
 func (s *stack) composeCmd(args ...string) *exec.Cmd {
 	cmd := exec.Command("docker", append([]string{"compose", "--project-name", project, "--env-file", s.envFile}, args...)...)
 	cmd.Dir = s.root
+	cmd.Env = append(os.Environ(), "COMPOSE_PROFILES="+profiles)
 	return cmd
 }
 
@@ -186,7 +192,7 @@ func (s *stack) composeQuiet(t *testing.T, args ...string) {
 	// variables without them.
 	cmd := exec.Command("docker", append([]string{"compose", "--project-name", project}, args...)...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "REDIS_APP_PASSWORD=unused", "DOMAIN=localhost")
+	cmd.Env = append(os.Environ(), "REDIS_APP_PASSWORD=unused", "REDIS_EXPORTER_PASSWORD=unused", "DOMAIN=localhost", "COMPOSE_PROFILES="+profiles)
 	_ = cmd.Run()
 }
 
@@ -214,7 +220,7 @@ func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) []byte 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "SITEKIT_ENV_FILE="+s.envFile)
+	cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "SITEKIT_ENV_FILE="+s.envFile, "COMPOSE_PROFILES="+profiles)
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s:\n%s", strings.Join(args, " "), out)
 	if err != nil {

@@ -1,0 +1,193 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// prometheusURL is Prometheus on this host's loopback (ops profile).
+const prometheusURL = "http://127.0.0.1:9090"
+
+// testMonitoring: Prometheus scrapes every part of the stack; every metric
+// that its rules name is really exported; and with traffic through the site,
+// every recording rule (what the dashboards and alerts read) has data.
+func testMonitoring(t *testing.T, s *stack) {
+	wantJobs := []string{"app", "caddy", "prometheus", "redis"}
+	took := waitFor(t, 2*time.Minute, "every Prometheus target up", func() error {
+		var targets struct {
+			ActiveTargets []struct {
+				Labels    map[string]string
+				Health    string
+				LastError string
+			}
+		}
+		if err := promGet("/api/v1/targets", nil, &targets); err != nil {
+			return err
+		}
+		var jobs []string
+		for _, tg := range targets.ActiveTargets {
+			if tg.Health != "up" {
+				return fmt.Errorf("%s %s is %s: %s", tg.Labels["job"], tg.Labels["instance"], tg.Health, tg.LastError)
+			}
+			jobs = append(jobs, tg.Labels["job"])
+		}
+		slices.Sort(jobs)
+		if !slices.Equal(jobs, wantJobs) {
+			return fmt.Errorf("targets of jobs %v; want one each of %v", jobs, wantJobs)
+		}
+		return nil
+	})
+	s.report(t, "every Prometheus target (%s) up %s into the test", strings.Join(wantJobs, ", "), took.Round(time.Second))
+
+	// The rules as Prometheus loaded them.
+	var rules struct {
+		Groups []struct {
+			Rules []struct{ Name, Query, Type string }
+		}
+	}
+	if err := promGet("/api/v1/rules", nil, &rules); err != nil {
+		t.Fatal(err)
+	}
+	var recorded []string
+	names := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Type == "recording" {
+				recorded = append(recorded, r.Name)
+			}
+			for _, n := range metricNames(r.Query) {
+				names[n] = true
+			}
+		}
+	}
+	if len(recorded) == 0 || len(names) == 0 {
+		t.Fatalf("Prometheus loaded no rules: %+v", rules)
+	}
+
+	// Every base metric a rule names is exported by some target.
+	var missing []string
+	for n := range names {
+		if strings.Contains(n, ":") {
+			if !slices.Contains(recorded, n) {
+				missing = append(missing, n+" (no rule records it)")
+			}
+			continue
+		}
+		if !promHasData(t, fmt.Sprintf("count({__name__=%q})", n)) {
+			missing = append(missing, n)
+		}
+	}
+	slices.Sort(missing)
+	if len(missing) > 0 {
+		t.Errorf("the rules name metrics that nothing exports: %s", strings.Join(missing, ", "))
+	}
+	s.report(t, "%d metrics named by the rules, all exported", len(names))
+
+	// Traffic through the site, then every recording rule has data once
+	// Prometheus has two scrapes of it (rate needs two samples).
+	for range 20 {
+		for _, path := range []string{"/", "/about", "/api/nope"} {
+			s.get(t, site+path)
+		}
+	}
+	took = waitFor(t, 2*time.Minute, "data for every recording rule", func() error {
+		for _, r := range recorded {
+			if !promHasData(t, r) {
+				return fmt.Errorf("%s has no data", r)
+			}
+		}
+		return nil
+	})
+	var values []string
+	for _, r := range []string{"job:caddy_http_requests:rate5m", "job:http_requests:rate5m", "job:caddy_http_requests_5xx:ratio5m", "job:http_request_duration_seconds:p99_5m"} {
+		values = append(values, r+"="+promValue(t, r))
+	}
+	s.report(t, "all %d recording rules had data %s after the traffic: %s", len(recorded), took.Round(time.Second), strings.Join(values, " "))
+}
+
+// metricNames returns the metric names in a PromQL expression: identifiers
+// outside label matchers, range selectors, strings and grouping clauses,
+// minus PromQL's functions and keywords.
+func metricNames(query string) []string {
+	for _, re := range []*regexp.Regexp{
+		regexp.MustCompile(`"[^"]*"`),
+		regexp.MustCompile(`\{[^}]*\}`),
+		regexp.MustCompile(`\[[^\]]*\]`),
+		regexp.MustCompile(`\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`),
+	} {
+		query = re.ReplaceAllString(query, " ")
+	}
+	var names []string
+	for _, id := range regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`).FindAllString(query, -1) {
+		if !promqlWords[id] && !slices.Contains(names, id) {
+			names = append(names, id)
+		}
+	}
+	return names
+}
+
+// promqlWords are the functions, aggregations and keywords the rules use.
+var promqlWords = map[string]bool{
+	"sum": true, "min": true, "max": true, "avg": true, "count": true, "rate": true, "irate": true,
+	"increase": true, "histogram_quantile": true, "vector": true, "and": true, "or": true,
+	"unless": true, "bool": true, "offset": true, "abs": true, "absent": true, "time": true,
+}
+
+// promGet GETs a Prometheus API path and decodes its data into v.
+func promGet(path string, query url.Values, v any) error {
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(prometheusURL + path + "?" + query.Encode())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string
+		Error  string
+		Data   json.RawMessage
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return fmt.Errorf("%s: %s: %w", path, resp.Status, err)
+	}
+	if body.Status != "success" {
+		return fmt.Errorf("%s: %s: %s", path, resp.Status, body.Error)
+	}
+	return json.Unmarshal(body.Data, v)
+}
+
+// promQuery evaluates an instant query and returns its samples' values.
+func promQuery(t *testing.T, q string) []string {
+	t.Helper()
+	var data struct {
+		Result []struct {
+			Value [2]any
+		}
+	}
+	if err := promGet("/api/v1/query", url.Values{"query": {q}}, &data); err != nil {
+		t.Fatalf("query %s: %v", q, err)
+	}
+	var values []string
+	for _, r := range data.Result {
+		values = append(values, fmt.Sprint(r.Value[1]))
+	}
+	return values
+}
+
+func promHasData(t *testing.T, q string) bool {
+	t.Helper()
+	return len(promQuery(t, q)) > 0
+}
+
+func promValue(t *testing.T, q string) string {
+	t.Helper()
+	return strings.Join(promQuery(t, q), ",")
+}

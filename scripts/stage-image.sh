@@ -9,8 +9,8 @@
 #   SITEKIT_BUILD=local    on this host, before `docker compose build`, for a
 #                          machine that reaches no registry (scripts/up.sh).
 # It needs Go for every image, and Debian's package of the program for
-# redis (redis-tools), prometheus and redis-exporter
-# (prometheus-redis-exporter). Run it from the repository root.
+# redis (redis-tools), prometheus, redis-exporter (prometheus-redis-exporter)
+# and alertmanager (prometheus-alertmanager). Run it from the repository root.
 set -euo pipefail
 
 die() {
@@ -36,7 +36,7 @@ gobuild() {
 # same paths (the dynamic loader included).
 copy_with_libs() {
   local src lib lib_file
-  src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter)"
+  src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter, prometheus-alertmanager)"
   install -D -m 0755 "$(readlink -f "$src")" "$out/rootfs/$2"
   for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
     lib_file=$(readlink -f "$lib")
@@ -83,8 +83,17 @@ redis-exporter)
   copy_with_libs prometheus-redis-exporter usr/bin/prometheus-redis-exporter
   gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
   ;;
+alertmanager)
+  copy_with_libs prometheus-alertmanager usr/bin/prometheus-alertmanager
+  # Its notification templates (Debian's build ships no web UI).
+  mkdir -p "$out/rootfs/usr/share/prometheus"
+  cp -r /usr/share/prometheus/alertmanager "$out/rootfs/usr/share/prometheus/"
+  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  # Renders alertmanager.yml.tmpl with the environment at start.
+  gobuild ./ops/envtemplate "$out/rootfs/envtemplate"
+  ;;
 *)
-  die "unknown service $svc (app, caddy, redis, prometheus or redis-exporter)"
+  die "unknown service $svc (app, caddy, redis, prometheus, redis-exporter or alertmanager)"
   ;;
 esac
 printf 'stage-image: %s staged in %s (%s)\n' "$svc" "$out" "$(du -sh "$out/rootfs" | cut -f1)" >&2

@@ -170,8 +170,15 @@ func testNothingElsePublished(t *testing.T, s *stack) {
 			want = []string{"443/tcp", "443/udp", "80/tcp"}
 		case "prometheus":
 			want = []string{"9090/tcp"}
-			if b := c.HostConfig.PortBindings["9090/tcp"]; len(b) != 1 || b[0].HostIP != "127.0.0.1" {
-				t.Errorf("prometheus publishes 9090 on %+v; want 127.0.0.1 only", b)
+		case "alertmanager":
+			want = []string{"9093/tcp"}
+		}
+		// The UIs of the ops profile: on this host's loopback only.
+		if svc != "caddy" {
+			for _, port := range want {
+				if b := c.HostConfig.PortBindings[port]; len(b) != 1 || b[0].HostIP != "127.0.0.1" {
+					t.Errorf("%s publishes %s on %+v; want 127.0.0.1 only", svc, port, b)
+				}
 			}
 		}
 		if !slices.Equal(published, want) {
@@ -185,7 +192,7 @@ func testNothingElsePublished(t *testing.T, s *stack) {
 // logs.
 func testHardening(t *testing.T, s *stack) {
 	cs := s.containers(t)
-	for _, svc := range []string{"caddy", "app", "redis", "prometheus", "redis-exporter"} {
+	for _, svc := range []string{"caddy", "app", "redis", "prometheus", "redis-exporter", "alertmanager"} {
 		if _, ok := cs[svc]; !ok {
 			t.Errorf("no %s container", svc)
 		}

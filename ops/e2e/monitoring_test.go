@@ -21,7 +21,7 @@ const prometheusURL = "http://127.0.0.1:9090"
 // that its rules name is really exported; and with traffic through the site,
 // every recording rule (what the dashboards and alerts read) has data.
 func testMonitoring(t *testing.T, s *stack) {
-	wantJobs := []string{"app", "caddy", "prometheus", "redis"}
+	wantJobs := []string{"alertmanager", "app", "caddy", "prometheus", "redis"}
 	took := waitFor(t, 2*time.Minute, "every Prometheus target up", func() error {
 		var targets struct {
 			ActiveTargets []struct {
@@ -47,6 +47,13 @@ func testMonitoring(t *testing.T, s *stack) {
 		return nil
 	})
 	s.report(t, "every Prometheus target (%s) up %s into the test", strings.Join(wantJobs, ", "), took.Round(time.Second))
+
+	var ams struct {
+		ActiveAlertmanagers []struct{ URL string }
+	}
+	if err := promGet("/api/v1/alertmanagers", nil, &ams); err != nil || len(ams.ActiveAlertmanagers) != 1 {
+		t.Errorf("Prometheus's Alertmanagers: %+v (%v); want alertmanager:9093", ams, err)
+	}
 
 	// The rules as Prometheus loaded them.
 	var rules struct {
@@ -112,6 +119,17 @@ func testMonitoring(t *testing.T, s *stack) {
 		values = append(values, r+"="+promValue(t, r))
 	}
 	s.report(t, "all %d recording rules had data %s after the traffic: %s", len(recorded), took.Round(time.Second), strings.Join(values, " "))
+
+	// A restarted Alertmanager renders its config again into its tmpfs.
+	s.compose(t, "restart", "alertmanager")
+	took = waitFor(t, time.Minute, "Alertmanager after docker compose restart", func() error {
+		c := s.containers(t)["alertmanager"]
+		if c.State.Health == nil || c.State.Health.Status != "healthy" {
+			return fmt.Errorf("alertmanager is %s", c.State.Status)
+		}
+		return nil
+	})
+	s.report(t, "Alertmanager was healthy again %s after docker compose restart", took.Round(time.Second))
 }
 
 // metricNames returns the metric names in a PromQL expression: identifiers

@@ -9,8 +9,9 @@
 #   SITEKIT_BUILD=local    on this host, before `docker compose build`, for a
 #                          machine that reaches no registry (scripts/up.sh).
 # It needs Go for every image, and Debian's package of the program for
-# redis (redis-tools), prometheus, redis-exporter (prometheus-redis-exporter)
-# and alertmanager (prometheus-alertmanager). Run it from the repository root.
+# redis (redis-tools), prometheus, redis-exporter (prometheus-redis-exporter),
+# blackbox (prometheus-blackbox-exporter) and alertmanager
+# (prometheus-alertmanager). Run it from the repository root.
 set -euo pipefail
 
 die() {
@@ -36,7 +37,7 @@ gobuild() {
 # same paths (the dynamic loader included).
 copy_with_libs() {
   local src lib lib_file
-  src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter, prometheus-alertmanager)"
+  src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter, prometheus-blackbox-exporter, prometheus-alertmanager)"
   install -D -m 0755 "$(readlink -f "$src")" "$out/rootfs/$2"
   for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
     lib_file=$(readlink -f "$lib")
@@ -65,6 +66,8 @@ redis)
   ;;
 prometheus)
   copy_with_libs prometheus usr/bin/prometheus
+  # Renders the blackbox probe's target from DOMAIN at start.
+  gobuild ./ops/envtemplate "$out/rootfs/envtemplate"
   # Debian's build serves its web UI from these files. Some are symlinks
   # into Debian's JavaScript packages: copy what they point at, but of
   # moment-timezone (214 MB with its data folder) only the one file the UI
@@ -83,6 +86,12 @@ redis-exporter)
   copy_with_libs prometheus-redis-exporter usr/bin/prometheus-redis-exporter
   gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
   ;;
+blackbox)
+  copy_with_libs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter
+  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  # To verify a real domain's certificate: Debian's public roots.
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
+  ;;
 alertmanager)
   copy_with_libs prometheus-alertmanager usr/bin/prometheus-alertmanager
   # Its notification templates (Debian's build ships no web UI).
@@ -93,7 +102,7 @@ alertmanager)
   gobuild ./ops/envtemplate "$out/rootfs/envtemplate"
   ;;
 *)
-  die "unknown service $svc (app, caddy, redis, prometheus, redis-exporter or alertmanager)"
+  die "unknown service $svc (app, caddy, redis, prometheus, redis-exporter, blackbox or alertmanager)"
   ;;
 esac
 printf 'stage-image: %s staged in %s (%s)\n' "$svc" "$out" "$(du -sh "$out/rootfs" | cut -f1)" >&2

@@ -32,6 +32,7 @@ debian_package() {
   redis) echo redis-tools ;;
   prometheus) echo prometheus ;;
   redis-exporter) echo prometheus-redis-exporter ;;
+  blackbox) echo prometheus-blackbox-exporter ;;
   alertmanager) echo prometheus-alertmanager ;;
   esac
 }

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ const prometheusURL = "http://127.0.0.1:9090"
 // that its rules name is really exported; and with traffic through the site,
 // every recording rule (what the dashboards and alerts read) has data.
 func testMonitoring(t *testing.T, s *stack) {
-	wantJobs := []string{"alertmanager", "app", "caddy", "prometheus", "redis"}
+	wantJobs := []string{"alertmanager", "app", "blackbox", "caddy", "prometheus", "redis", "site"}
 	took := waitFor(t, 2*time.Minute, "every Prometheus target up", func() error {
 		var targets struct {
 			ActiveTargets []struct {
@@ -47,6 +48,17 @@ func testMonitoring(t *testing.T, s *stack) {
 		return nil
 	})
 	s.report(t, "every Prometheus target (%s) up %s into the test", strings.Join(wantJobs, ", "), took.Round(time.Second))
+
+	// The blackbox probe reaches the site over HTTPS and reads its
+	// certificate: Caddy's local one lives 12 hours.
+	if v := promValue(t, `probe_success{job="site"}`); v != "1" {
+		t.Errorf("probe_success of the site: %q; want 1", v)
+	}
+	left := promValue(t, `probe_ssl_earliest_cert_expiry{job="site"} - time()`)
+	if secs, err := strconv.ParseFloat(left, 64); err != nil || secs < 3600 || secs > 13*3600 {
+		t.Errorf("the site's certificate expires in %q s; want 1 to 13 hours (Caddy's local CA issues 12-hour certificates)", left)
+	}
+	s.report(t, "blackbox probe of the site: success, certificate expires in %s s", left)
 
 	var ams struct {
 		ActiveAlertmanagers []struct{ URL string }
@@ -120,16 +132,19 @@ func testMonitoring(t *testing.T, s *stack) {
 	}
 	s.report(t, "all %d recording rules had data %s after the traffic: %s", len(recorded), took.Round(time.Second), strings.Join(values, " "))
 
-	// A restarted Alertmanager renders its config again into its tmpfs.
-	s.compose(t, "restart", "alertmanager")
-	took = waitFor(t, time.Minute, "Alertmanager after docker compose restart", func() error {
-		c := s.containers(t)["alertmanager"]
-		if c.State.Health == nil || c.State.Health.Status != "healthy" {
-			return fmt.Errorf("alertmanager is %s", c.State.Status)
+	// Restarted, Alertmanager and Prometheus render their files again into
+	// their tmpfs (ops/envtemplate).
+	s.compose(t, "restart", "alertmanager", "prometheus")
+	took = waitFor(t, 2*time.Minute, "Alertmanager and Prometheus after docker compose restart", func() error {
+		cs := s.containers(t)
+		for _, svc := range []string{"alertmanager", "prometheus"} {
+			if h := cs[svc].State.Health; h == nil || h.Status != "healthy" {
+				return fmt.Errorf("%s is %s", svc, cs[svc].State.Status)
+			}
 		}
 		return nil
 	})
-	s.report(t, "Alertmanager was healthy again %s after docker compose restart", took.Round(time.Second))
+	s.report(t, "Alertmanager and Prometheus were healthy again %s after docker compose restart", took.Round(time.Second))
 }
 
 // metricNames returns the metric names in a PromQL expression: identifiers

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"text/template"
 )
@@ -50,6 +51,9 @@ func render(tmplPath, out string) error {
 	t, err := template.New("").Funcs(template.FuncMap{"env": os.Getenv}).
 		Option("missingkey=error").ParseFiles(tmplPath)
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o700); err != nil {
 		return err
 	}
 	// A fresh file each start (a restarted container keeps its tmpfs).

@@ -28,6 +28,7 @@ umask 077 # it holds secrets: readable by this user only
 cp .env.example "$file"
 set_var REDIS_APP_PASSWORD "$(secret)"
 set_var REDIS_EXPORTER_PASSWORD "$(secret)"
+set_var GRAFANA_ADMIN_PASSWORD "$(secret)"
 for arg in "$@"; do
   [[ "$arg" == *=* ]] || { echo "init-env: $arg is not NAME=value" >&2; exit 1; }
   set_var "${arg%%=*}" "${arg#*=}"

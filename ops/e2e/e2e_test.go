@@ -35,6 +35,7 @@ func TestStack(t *testing.T) {
 	t.Run("RedisACL", func(t *testing.T) { testRedisACL(t, s) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, s) })
 	t.Run("Monitoring", func(t *testing.T) { testMonitoring(t, s) })
+	t.Run("GrafanaConfig", func(t *testing.T) { testGrafanaConfig(t, s) })
 	t.Run("AppDownAndBack", func(t *testing.T) { testAppDownAndBack(t, s) })
 	t.Run("Persistence", func(t *testing.T) { testPersistence(t, s) })
 }

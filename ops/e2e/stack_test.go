@@ -192,7 +192,7 @@ func (s *stack) composeQuiet(t *testing.T, args ...string) {
 	// variables without them.
 	cmd := exec.Command("docker", append([]string{"compose", "--project-name", project}, args...)...)
 	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "REDIS_APP_PASSWORD=unused", "REDIS_EXPORTER_PASSWORD=unused", "DOMAIN=localhost", "COMPOSE_PROFILES="+profiles)
+	cmd.Env = append(os.Environ(), "REDIS_APP_PASSWORD=unused", "REDIS_EXPORTER_PASSWORD=unused", "GRAFANA_ADMIN_PASSWORD=unused", "DOMAIN=localhost", "COMPOSE_PROFILES="+profiles)
 	_ = cmd.Run()
 }
 

@@ -398,6 +398,10 @@ func (s *stack) h3Client() *http.Client {
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
 
+// handedOut holds every port freePort returned in this test process, so
+// that parallel tests never get the same one.
+var handedOut sync.Map
+
 // freePort asks the kernel for a free TCP port (also free on UDP when udp
 // is set). Another process could take it before ours binds it; then the
 // process fails to start and the test says so.
@@ -409,6 +413,13 @@ func freePort(t testing.TB, udp bool) int {
 			t.Fatalf("find a free port: %v", err)
 		}
 		port := l.Addr().(*net.TCPAddr).Port
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			// Closed since, but another parallel test's server is about to
+			// bind it: an app on 127.0.0.1:port would take connections meant
+			// for a Caddy on [::]:port.
+			l.Close()
+			continue
+		}
 		if !udp {
 			l.Close()
 			return port

@@ -55,6 +55,7 @@ caddy)
   # For ACME over HTTPS: Debian's bundle of public root certificates.
   install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
   install -D -m 0644 Caddyfile "$out/rootfs/etc/caddy/Caddyfile"
+  install -D -m 0644 ops/caddy/grafana.caddy "$out/rootfs/etc/caddy/Caddyfile.grafana"
   ;;
 redis)
   # Debian's redis-tools holds the server binary as redis-check-rdb (the

@@ -321,4 +321,25 @@ func testGrafanaConfig(t *testing.T, s *stack) {
 			t.Errorf("grafana mounts nothing at %s", target)
 		}
 	}
+
+	// GRAFANA_DOMAIN switches Caddy to the Caddyfile with Grafana's site
+	// (app/internal/edgetest checks that file); unset, the stack above runs
+	// the plain Caddyfile.
+	for domain, want := range map[string]string{"": "/etc/caddy/Caddyfile", "grafana.example.com": "/etc/caddy/Caddyfile.grafana"} {
+		cmd := s.composeCmd("config", "--format", "json", "caddy")
+		cmd.Env = append(cmd.Env, "GRAFANA_DOMAIN="+domain)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("docker compose config caddy: %v", err)
+		}
+		var c struct {
+			Services map[string]struct{ Command []string }
+		}
+		if err := json.Unmarshal(out, &c); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Services["caddy"].Command; !slices.Contains(got, want) {
+			t.Errorf("with GRAFANA_DOMAIN=%q, caddy runs %q; want --config %s", domain, got, want)
+		}
+	}
 }

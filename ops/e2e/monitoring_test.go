@@ -261,9 +261,12 @@ func testDashboardQueries(t *testing.T, s *stack) {
 			for _, q := range p.Targets {
 				queries++
 				expr := vars.Replace(q.Expr)
-				if !promHasData(t, expr) {
+				values := promQuery(t, expr)
+				if len(values) == 0 {
 					t.Errorf("dashboard %q, panel %q: no data for %s", d.Title, p.Title, expr)
+					continue
 				}
+				s.report(t, "%s · %s: %d series, first %s ← %s", d.Title, p.Title, len(values), values[0], expr)
 			}
 		}
 	}

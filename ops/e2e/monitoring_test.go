@@ -52,15 +52,20 @@ func testMonitoring(t *testing.T, s *stack) {
 	s.report(t, "every Prometheus target (%s) up %s into the test", strings.Join(wantJobs, ", "), took.Round(time.Second))
 
 	// The blackbox probe reaches the site over HTTPS and reads its
-	// certificate: Caddy's local one lives 12 hours.
-	if v := promValue(t, `probe_success{job="site"}`); v != "1" {
-		t.Errorf("probe_success of the site: %q; want 1", v)
-	}
-	left := promValue(t, `probe_ssl_earliest_cert_expiry{job="site"} - time()`)
-	if secs, err := strconv.ParseFloat(left, 64); err != nil || secs < 3600 || secs > 13*3600 {
-		t.Errorf("the site's certificate expires in %q s; want 1 to 13 hours (Caddy's local CA issues 12-hour certificates)", left)
-	}
-	s.report(t, "blackbox probe of the site: success, certificate expires in %s s", left)
+	// certificate: Caddy's local one lives 12 hours. Its first probe may
+	// have run while Caddy was still starting, so wait for a good one.
+	var left string
+	took = waitFor(t, 90*time.Second, "a successful HTTPS probe of the site", func() error {
+		if v := promValue(t, `probe_success{job="site"}`); v != "1" {
+			return fmt.Errorf("probe_success of the site: %q; want 1", v)
+		}
+		left = promValue(t, `probe_ssl_earliest_cert_expiry{job="site"} - time()`)
+		if secs, err := strconv.ParseFloat(left, 64); err != nil || secs < 3600 || secs > 13*3600 {
+			return fmt.Errorf("the site's certificate expires in %q s; want 1 to 13 hours (Caddy's local CA issues 12-hour certificates)", left)
+		}
+		return nil
+	})
+	s.report(t, "blackbox probe of the site: success %s into the test, certificate expires in %s s", took.Round(time.Second), left)
 
 	var ams struct {
 		ActiveAlertmanagers []struct{ URL string }
@@ -94,32 +99,39 @@ func testMonitoring(t *testing.T, s *stack) {
 		t.Fatalf("Prometheus loaded no rules: %+v", rules)
 	}
 
-	// Every base metric a rule names is exported by some target.
-	var missing []string
-	for n := range names {
-		if strings.Contains(n, ":") {
-			if !slices.Contains(recorded, n) {
-				missing = append(missing, n+" (no rule records it)")
-			}
-			continue
-		}
-		if !promHasData(t, fmt.Sprintf("count({__name__=%q})", n)) {
-			missing = append(missing, n)
-		}
-	}
-	slices.Sort(missing)
-	if len(missing) > 0 {
-		t.Errorf("the rules name metrics that nothing exports: %s", strings.Join(missing, ", "))
-	}
-	s.report(t, "%d metrics named by the rules, all exported", len(names))
-
-	// Traffic through the site, then every recording rule has data once
-	// Prometheus has two scrapes of it (rate needs two samples).
+	// Traffic through the site, so that every series the rules and
+	// dashboards read exists.
 	for range 20 {
 		for _, path := range []string{"/", "/about", "/api/nope"} {
 			s.get(t, site+path)
 		}
 	}
+
+	// Every base metric a rule names is exported by some target, once
+	// Prometheus has scraped it after the traffic.
+	waitFor(t, 90*time.Second, "every metric the rules name", func() error {
+		var missing []string
+		for n := range names {
+			if strings.Contains(n, ":") {
+				if !slices.Contains(recorded, n) {
+					missing = append(missing, n+" (no rule records it)")
+				}
+				continue
+			}
+			if !promHasData(t, fmt.Sprintf("count({__name__=%q})", n)) {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) > 0 {
+			slices.Sort(missing)
+			return fmt.Errorf("the rules name metrics that nothing exports: %s", strings.Join(missing, ", "))
+		}
+		return nil
+	})
+	s.report(t, "%d metrics named by the rules, all exported", len(names))
+
+	// Every recording rule has data once Prometheus has two scrapes of the
+	// traffic (rate needs two samples).
 	took = waitFor(t, 2*time.Minute, "data for every recording rule", func() error {
 		for _, r := range recorded {
 			if !promHasData(t, r) {

@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"time"
 
 	"sitekit/app/internal/config"
+	"sitekit/ops/httpcheck"
 )
 
 // healthcheck asks the running server's /readyz and succeeds only on a 200.
@@ -24,20 +23,9 @@ func healthcheck(ctx context.Context, getenv func(string) string) error {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1" // the server listens on every address; ask it on loopback
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	url := "http://" + net.JoinHostPort(host, port) + "/readyz"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	if err := httpcheck.Check(ctx, url); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
 	}
 	return nil
 }

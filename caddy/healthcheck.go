@@ -4,16 +4,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	"sitekit/ops/httpcheck"
 )
 
-// The container's health check: a scratch image has no curl, so Caddy
-// asks itself. It GETs the internal metrics site (EDGE_METRICS_PORT), which
+// The container's health check: a scratch image has no curl, so Caddy asks
+// itself (package httpcheck). It GETs the internal metrics site (EDGE_METRICS_PORT), which
 // answers only once Caddy's HTTP app has loaded the Caddyfile and is serving.
 func init() {
 	fs := flag.NewFlagSet("healthcheck", flag.ExitOnError)
@@ -32,28 +32,10 @@ func init() {
 				}
 				url = "http://127.0.0.1:" + port + "/metrics"
 			}
-			if err := healthcheck(url); err != nil {
-				return caddy.ExitCodeFailedStartup, err
+			if err := httpcheck.Check(context.Background(), url); err != nil {
+				return caddy.ExitCodeFailedStartup, fmt.Errorf("healthcheck: %w", err)
 			}
 			return caddy.ExitCodeSuccess, nil
 		},
 	})
-}
-
-func healthcheck(url string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %s", url, resp.Status)
-	}
-	return nil
 }

@@ -81,15 +81,15 @@ prometheus)
   done
   install -D -m 0644 /usr/share/prometheus/web/static/moment-timezone/moment-timezone-with-data.min.js \
     "$out/rootfs/usr/share/prometheus/web/static/moment-timezone/moment-timezone-with-data.min.js"
-  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  gobuild ./ops/httpcheck/cmd "$out/rootfs/httpcheck"
   ;;
 redis-exporter)
   copy_with_libs prometheus-redis-exporter usr/bin/prometheus-redis-exporter
-  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  gobuild ./ops/httpcheck/cmd "$out/rootfs/httpcheck"
   ;;
 blackbox)
   copy_with_libs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter
-  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  gobuild ./ops/httpcheck/cmd "$out/rootfs/httpcheck"
   # To verify a real domain's certificate: Debian's public roots.
   install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
   ;;
@@ -98,7 +98,7 @@ alertmanager)
   # Its notification templates (Debian's build ships no web UI).
   mkdir -p "$out/rootfs/usr/share/prometheus"
   cp -r /usr/share/prometheus/alertmanager "$out/rootfs/usr/share/prometheus/"
-  gobuild ./ops/httpcheck "$out/rootfs/httpcheck"
+  gobuild ./ops/httpcheck/cmd "$out/rootfs/httpcheck"
   # Renders alertmanager.yml.tmpl with the environment at start.
   gobuild ./ops/envtemplate "$out/rootfs/envtemplate"
   ;;

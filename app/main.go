@@ -159,14 +159,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case <-ctx.Done():
 	}
 
-	// Drain: /readyz turns 503 at once, but the listener stays open for
-	// DrainDelay, so Caddy's health checks take the app out of rotation
-	// before any connection is refused.
+	// Drain. The public listener closes at once: the proxy's next attempt
+	// to connect is refused, which it can always retry on another replica
+	// (and it skips this one for a while). Requests on connections already
+	// open are still served, each answered with Connection: close, so the
+	// proxy's pooled connections close one by one after a response, never
+	// under a request it could not retry (a POST). /readyz says 503. After
+	// DrainDelay, few connections are left to close.
 	log.Info("draining", zap.Duration("delay", cfg.DrainDelay))
 	srv.Drain()
+	_ = publicLn.Close()
 	time.Sleep(cfg.DrainDelay)
 
-	// Then stop accepting and give in-flight requests ShutdownTimeout to finish.
+	// Then close the idle connections left and give in-flight requests
+	// ShutdownTimeout to finish.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	err = errors.Join(public.Shutdown(shutdownCtx), internal.Shutdown(shutdownCtx))

@@ -43,7 +43,7 @@ type Config struct {
 	IdleTimeout       time.Duration // APP_IDLE_TIMEOUT: longer than Caddy's upstream keep-alive
 	MaxHeaderBytes    int           // APP_MAX_HEADER_BYTES
 	BodyLimit         int64         // APP_BODY_LIMIT: largest JSON or form body, in bytes
-	DrainDelay        time.Duration // APP_DRAIN_DELAY: how long /readyz says 503 before the listener closes
+	DrainDelay        time.Duration // APP_DRAIN_DELAY: how long open connections are served after SIGTERM
 	ShutdownTimeout   time.Duration // APP_SHUTDOWN_TIMEOUT: deadline for in-flight requests after the drain
 
 	HashConcurrency int           // APP_HASH_CONCURRENCY: password hashes at once (0: one per CPU)

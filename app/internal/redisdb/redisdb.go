@@ -42,6 +42,10 @@ func New(url string, o Options) (*redis.Client, error) {
 	opts.WriteTimeout = o.Timeout
 	opts.PoolTimeout = o.Timeout
 	opts.PoolSize = o.PoolSize
+	// Connections dialled at start and kept: a replica that has just started
+	// (a deploy, a restart after a crash) meets its first burst of requests
+	// with connections already signed in, not with dozens of dials at once.
+	opts.MinIdleConns = max(1, o.PoolSize/4)
 	// No retries. go-redis retries a command whose reply timed out after it
 	// was sent, and the app's writes (a signup, an XADD) must not run twice:
 	// a request that meets a dead or stalled Redis fails once, fast, and the

@@ -112,7 +112,16 @@ func TestReadyzDraining(t *testing.T) {
 	if r := e.do("GET", "/readyz", ""); r.StatusCode != 200 {
 		t.Fatalf("readyz = %d", r.StatusCode)
 	}
+	if r := e.do("GET", "/", ""); r.Header.Get("Connection") != "" {
+		t.Errorf("home before draining sends Connection: %q; want none (keep-alive)", r.Header.Get("Connection"))
+	}
+	if got := metricSum(t, e.reg, "app_ready"); got != 1 {
+		t.Errorf("app_ready = %v before draining; want 1", got)
+	}
 	e.srv.Drain()
+	if got := metricSum(t, e.reg, "app_ready"); got != 0 {
+		t.Errorf("app_ready = %v while draining; want 0", got)
+	}
 	if r := e.do("GET", "/readyz", ""); r.StatusCode != 503 {
 		t.Errorf("readyz while draining = %d; want 503", r.StatusCode)
 	}
@@ -120,7 +129,9 @@ func TestReadyzDraining(t *testing.T) {
 	if r := e.do("GET", "/healthz", ""); r.StatusCode != 200 {
 		t.Errorf("healthz while draining = %d", r.StatusCode)
 	}
-	if r := e.do("GET", "/", ""); r.StatusCode != 200 {
-		t.Errorf("home while draining = %d", r.StatusCode)
+	// ...and close their connection, so the proxy keeps none idle to this
+	// replica when its listener closes.
+	if r := e.do("GET", "/", ""); r.StatusCode != 200 || r.Header.Get("Connection") != "close" {
+		t.Errorf("home while draining = %d, Connection: %q; want 200, close", r.StatusCode, r.Header.Get("Connection"))
 	}
 }

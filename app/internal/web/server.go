@@ -114,6 +114,17 @@ func New(d Deps) (*Server, error) {
 	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, errorf(http.StatusForbidden, codeForbidden, "cross-origin request refused"))
 	}))
+	// Readiness as a metric, for Prometheus: Caddy finds replicas by DNS and
+	// does not probe /readyz, so the AppNotReady alert reads this instead.
+	d.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "app_ready",
+		Help: "1 when the app can serve (Redis answers and it is not draining), as /readyz says; 0 otherwise.",
+	}, func() float64 {
+		if s.ready(context.Background()) != nil {
+			return 0
+		}
+		return 1
+	}))
 	s.routes()
 	return s, nil
 }
@@ -136,12 +147,26 @@ func New(d Deps) (*Server, error) {
 // gorilla/mux's Use does not run for unmatched routes, which is why 1–6 wrap
 // the router from outside.
 func (s *Server) Handler() http.Handler {
-	return securityHeaders(s.withRequestInfo(s.observe(s.recoverPanic(s.limitGlobal(s.csrf.Handler(s.router))))))
+	return s.closeWhenDraining(securityHeaders(s.withRequestInfo(s.observe(s.recoverPanic(s.limitGlobal(s.csrf.Handler(s.router)))))))
 }
 
-// Drain makes /readyz answer 503 from now on, so the proxy stops sending new
-// requests before the listener closes.
+// Drain makes /readyz answer 503 (and app_ready 0) from now on, and every
+// response close its connection: the caller closes its listener, and the
+// proxy's pooled connections to this replica then close cleanly, each after
+// a response (see main's drain).
 func (s *Server) Drain() { s.draining.Store(true) }
+
+// closeWhenDraining asks the client to close the connection after the
+// response once Drain was called (net/http closes it when a handler sets
+// Connection: close).
+func (s *Server) closeWhenDraining(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // readyTimeout bounds the readiness probe's Redis PING.
 const readyTimeout = 500 * time.Millisecond

@@ -51,7 +51,7 @@ readonly BARE_CADDYFILE='{
 }
 
 {$DOMAIN} {
-	reverse_proxy {$APP_UPSTREAM}
+	reverse_proxy {$APP_UPSTREAM_HOST}:{$APP_UPSTREAM_PORT}
 }'
 
 # install_h2spec: build the pinned h2spec once into $CACHE; print its path.

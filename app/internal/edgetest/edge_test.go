@@ -473,14 +473,13 @@ func TestEdge(t *testing.T) {
 }
 
 // TestEdgeAppCrash kills the app the way a crash does and checks Caddy's own
-// 502: the JSON shape for the API, an HTML page otherwise, every header.
-// Active health checks are slowed down here, so that Caddy learns of the
-// crash only by failing to connect (a 502, not the 503 of "no upstream").
-// It also opts into HSTS preload.
+// error once its retries run out: the JSON shape for the API, an HTML page
+// otherwise, every header. Caddy learns of the crash by failing to connect:
+// a 502, or a 503 when that failure still marks the app down ("no
+// upstream"). It also opts into HSTS preload.
 func TestEdgeAppCrash(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackConfig{caddy: map[string]string{
-		"EDGE_HEALTH_INTERVAL": "1h",
 		"EDGE_LB_TRY_DURATION": "2s",
 		"EDGE_HSTS_PRELOAD":    "true",
 	}})
@@ -489,7 +488,7 @@ func TestEdgeAppCrash(t *testing.T) {
 	checkSecurityHeaders(t, resp, hstsPreload)
 
 	s.app.stop(t, syscall.SIGKILL)
-	checkAppDown(t, h2, s, hstsPreload, http.StatusBadGateway)
+	checkAppDown(t, h2, s, hstsPreload, http.StatusBadGateway, http.StatusServiceUnavailable)
 }
 
 // checkAppDown asks for an API route and a page at once while the app is

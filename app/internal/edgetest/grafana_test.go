@@ -73,7 +73,7 @@ func TestGrafanaSiteOptIn(t *testing.T) {
 	for h := range handlers {
 		hosts = append(hosts, h)
 	}
-	if !slices.Contains(hosts, "example.com") || !strings.Contains(handlers["example.com"], `"dial":"app:3000"`) {
-		t.Errorf("with Grafana's site, the main site example.com is gone or no longer proxies to app:3000; hosts %v", hosts)
+	if !slices.Contains(hosts, "example.com") || !strings.Contains(handlers["example.com"], `"dynamic_upstreams":{"name":"app","port":"3000"`) {
+		t.Errorf("with Grafana's site, the main site example.com is gone or no longer proxies to the app's replicas (app:3000); hosts %v", hosts)
 	}
 }

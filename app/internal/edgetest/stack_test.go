@@ -204,6 +204,7 @@ type stack struct {
 	redis   *redistest.Server
 	appEnv  []string
 	appAddr string
+	appPort int
 	appLog  *logBuffer // the app's stdout over all its runs
 	app     *process
 
@@ -221,7 +222,8 @@ func startStack(t testing.TB, cfg stackConfig) *stack {
 	password := "edgetest-" + rand.Text() // production refuses a short or placeholder password
 	s := &stack{t: t, redis: redistest.Start(t, redistest.WithPassword(password)), appLog: &logBuffer{}}
 
-	s.appAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false)))
+	s.appPort = freePort(t, false)
+	s.appAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.appPort))
 	appEnv := map[string]string{
 		"PATH":                 os.Getenv("PATH"),
 		"APP_ENV":              "production",
@@ -258,7 +260,8 @@ func startStack(t testing.TB, cfg stackConfig) *stack {
 		"DOMAIN":               "localhost",
 		"HTTP_PORT":            strconv.Itoa(s.httpPort),
 		"HTTPS_PORT":           strconv.Itoa(s.httpsPort),
-		"APP_UPSTREAM":         s.appAddr,
+		"APP_UPSTREAM_HOST":    "127.0.0.1",
+		"APP_UPSTREAM_PORT":    strconv.Itoa(s.appPort),
 		"CADDY_ADMIN":          net.JoinHostPort("127.0.0.1", strconv.Itoa(s.adminPort)),
 		"EDGE_METRICS_PORT":    strconv.Itoa(s.metricsPort),
 		"EDGE_GRACE_PERIOD":    "2s",

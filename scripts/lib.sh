@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Shared helpers for the scripts in this folder. Source it; do not run it.
 #
-# It starts the kit's stack on loopback high ports the way the Go edge tests
-# do (app/internal/edgetest): a throwaway redis-server, the app in production
-# mode and our Caddy with the repository's Caddyfile and DOMAIN=localhost.
-# Every process it starts is recorded and ended by stop_all, which the
-# scripts call from an EXIT trap.
+# For the compose stack: env_value reads a setting, compose runs docker
+# compose on the stack's project.
+#
+# For the edge scripts: it starts the kit's programs on loopback high ports
+# the way the Go edge tests do (app/internal/edgetest): a throwaway
+# redis-server, the app in production mode and our Caddy with the
+# repository's Caddyfile and DOMAIN=localhost. Every process it starts is
+# recorded and ended by stop_all, which the scripts call from an EXIT trap.
 
 # REPO is the repository root; scripts cd there first.
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +17,10 @@ readonly REPO
 CACHE=${SITEKIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sitekit}
 readonly CACHE
 
+# ENV_FILE holds the stack's settings: .env, or SITEKIT_ENV_FILE (the
+# end-to-end test uses its own). Relative to REPO.
+ENV_FILE=${SITEKIT_ENV_FILE:-.env}
+
 PIDS=()  # processes started by start_bg, ended by stop_all
 WORK=""  # this run's scratch folder, removed by stop_all
 
@@ -21,6 +28,22 @@ log() { printf '==> %s\n' "$*" >&2; }
 die() {
   printf 'error: %s\n' "$*" >&2
   exit 1
+}
+
+# env_value NAME: NAME from the environment, else its last value in
+# ENV_FILE; empty when neither sets it.
+env_value() {
+  if [[ -n "${!1:-}" ]]; then
+    printf '%s' "${!1}"
+  elif [[ -f "$ENV_FILE" ]]; then
+    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1
+  fi
+}
+
+# compose ARGS...: docker compose on the kit's project (COMPOSE_PROJECT_NAME,
+# else compose.yaml's name) with ENV_FILE's settings. Run from REPO.
+compose() {
+  docker compose --env-file "$ENV_FILE" "$@"
 }
 
 # need CMD HINT: fail with the install hint when CMD is not on PATH.
@@ -149,7 +172,7 @@ start_caddy() {
   start_bg "$WORK/$name.log" env -i PATH="$PATH" \
     HOME="$WORK/$name" XDG_DATA_HOME="$WORK/$name/data" XDG_CONFIG_HOME="$WORK/$name/config" \
     DOMAIN=localhost HTTP_PORT="$HTTP_PORT" HTTPS_PORT="$HTTPS_PORT" \
-    APP_UPSTREAM="127.0.0.1:$APP_PORT" \
+    APP_UPSTREAM_HOST=127.0.0.1 APP_UPSTREAM_PORT="$APP_PORT" \
     CADDY_ADMIN="127.0.0.1:$(free_port)" EDGE_METRICS_PORT="$(free_port)" \
     EDGE_GRACE_PERIOD=1s \
     "$caddy" run --config "$caddyfile" --adapter caddyfile

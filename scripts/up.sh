@@ -14,9 +14,10 @@
 # SITEKIT_ENV_FILE names another env file than .env (the end-to-end test uses
 # one, with COMPOSE_PROJECT_NAME, to keep away from your own stack).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
 
-ENV_FILE=${SITEKIT_ENV_FILE:-.env}
 SECONDS=0
 
 step() { printf '\n==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -56,15 +57,6 @@ need_local_tools() {
   step "installing Debian's ${missing[*]} (images are built from them)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-# env_value NAME: NAME from the environment, else from the env file.
-env_value() {
-  if [[ -n "${!1:-}" ]]; then
-    printf '%s' "${!1}"
-  else
-    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1
-  fi
 }
 
 main() {

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # init-env.sh [NAME=value ...]: write .env (or $SITEKIT_ENV_FILE) from
 # .env.example with freshly generated secrets, and the settings given as
-# arguments. It never overwrites an existing file.
+# arguments. It never overwrites an existing file: it only adds a secret the
+# file lacks or leaves empty (one that a newer compose.yaml requires, like
+# REDIS_BACKUP_PASSWORD), and changes nothing else.
 #
 #   scripts/init-env.sh DOMAIN=example.com ACME_EMAIL=ops@example.com
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 file=${SITEKIT_ENV_FILE:-.env}
-if [[ -e "$file" ]]; then
-  echo "init-env: $file exists; keeping it (delete it to start over)" >&2
-  exit 0
-fi
+# The secrets compose.yaml requires, each generated here.
+readonly SECRETS=(REDIS_APP_PASSWORD REDIS_EXPORTER_PASSWORD REDIS_BACKUP_PASSWORD GRAFANA_ADMIN_PASSWORD)
 
 secret() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
@@ -25,10 +25,25 @@ set_var() {
 }
 
 umask 077 # it holds secrets: readable by this user only
+if [[ -e "$file" ]]; then
+  added=()
+  for name in "${SECRETS[@]}"; do
+    if [[ -z "$(sed -n "s/^$name=//p" "$file" | tail -n1)" ]]; then
+      set_var "$name" "$(secret)"
+      added+=("$name")
+    fi
+  done
+  if ((${#added[@]})); then
+    echo "init-env: $file exists; added the missing ${added[*]} and kept the rest" >&2
+  else
+    echo "init-env: $file exists; keeping it (delete it to start over)" >&2
+  fi
+  exit 0
+fi
 cp .env.example "$file"
-set_var REDIS_APP_PASSWORD "$(secret)"
-set_var REDIS_EXPORTER_PASSWORD "$(secret)"
-set_var GRAFANA_ADMIN_PASSWORD "$(secret)"
+for name in "${SECRETS[@]}"; do
+  set_var "$name" "$(secret)"
+done
 for arg in "$@"; do
   [[ "$arg" == *=* ]] || { echo "init-env: $arg is not NAME=value" >&2; exit 1; }
   set_var "${arg%%=*}" "${arg#*=}"

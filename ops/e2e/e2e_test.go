@@ -38,6 +38,16 @@ func TestStack(t *testing.T) {
 	t.Run("GrafanaConfig", func(t *testing.T) { testGrafanaConfig(t, s) })
 	t.Run("AppDownAndBack", func(t *testing.T) { testAppDownAndBack(t, s) })
 	t.Run("Persistence", func(t *testing.T) { testPersistence(t, s) })
+
+	// Operations under a constant load through Caddy (operations_test.go).
+	l := newLoad(t, s)
+	t.Run("DeployUnderLoad", func(t *testing.T) { testDeployUnderLoad(t, s, l) })
+	t.Run("DeployRollback", func(t *testing.T) { testDeployRollback(t, s, l) })
+	t.Run("AppCrashUnderLoad", func(t *testing.T) { testAppCrashUnderLoad(t, s, l) })
+	t.Run("CaddyReloadUnderLoad", func(t *testing.T) { testCaddyReloadUnderLoad(t, s, l) })
+	t.Run("RedisCrashes", func(t *testing.T) { testRedisCrashes(t, s) })
+	// Last: it stops the stack and deletes Redis's volume (backup_test.go).
+	t.Run("BackupRestore", func(t *testing.T) { testBackupRestore(t, s) })
 }
 
 // testEdge: the redirect, the security headers, the API's error shape

@@ -24,6 +24,11 @@ const prometheusURL = "http://127.0.0.1:9090"
 // that its rules name is really exported; and with traffic through the site,
 // every recording rule (what the dashboards and alerts read) has data.
 func testMonitoring(t *testing.T, s *stack) {
+	// The app's counters start again from zero when its process restarts,
+	// which would empty the dashboards' rates of what earlier tests did.
+	app := s.containers(t)["app"]
+	s.report(t, "the app container started at %s and was restarted %d times", app.State.StartedAt, app.RestartCount)
+
 	wantJobs := []string{"alertmanager", "app", "blackbox", "caddy", "prometheus", "redis", "site"}
 	took := waitFor(t, 2*time.Minute, "every Prometheus target up", func() error {
 		var targets struct {
@@ -100,10 +105,14 @@ func testMonitoring(t *testing.T, s *stack) {
 	}
 
 	// Traffic through the site, so that every series the rules and
-	// dashboards read exists.
+	// dashboards read exists: pages, an API 404, and a signed-in request
+	// (session operations).
+	session := s.signUp(t, fmt.Sprintf("monitoring-%d@example.com", time.Now().UnixNano()), "Monitoring").session
 	for range 20 {
-		for _, path := range []string{"/", "/about", "/api/nope"} {
-			s.get(t, site+path)
+		for _, path := range []string{"/", "/about", "/api/nope", "/api/me"} {
+			req := mustRequest(t, http.MethodGet, site+path, "")
+			req.AddCookie(session)
+			s.do(t, req)
 		}
 	}
 

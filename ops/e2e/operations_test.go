@@ -42,23 +42,8 @@ type load struct {
 // newLoad signs up the load's user and signs it in.
 func newLoad(t *testing.T, s *stack) *load {
 	t.Helper()
-	email := fmt.Sprintf("load-%d@example.com", time.Now().UnixNano())
-	const password = "the load's long password"
-	resp, body := s.do(t, mustRequest(t, http.MethodPost, site+"/api/users", `{"email":"`+email+`","password":"`+password+`","name":"Load"}`))
-	var u struct{ ID string }
-	if resp.StatusCode != http.StatusCreated || json.Unmarshal([]byte(body), &u) != nil || u.ID == "" {
-		t.Fatalf("POST /api/users: %s %s", resp.Status, trim(body))
-	}
-	resp, body = s.do(t, mustRequest(t, http.MethodPost, site+"/api/sessions", `{"email":"`+email+`","password":"`+password+`"}`))
-	l := &load{userID: u.ID}
-	for _, c := range resp.Cookies() {
-		if c.Name == "__Host-session" {
-			l.cookie = c.Name + "=" + c.Value
-		}
-	}
-	if resp.StatusCode != http.StatusOK || l.cookie == "" {
-		t.Fatalf("POST /api/sessions: %s %s, cookies %q", resp.Status, trim(body), resp.Header.Values("Set-Cookie"))
-	}
+	a := s.signUp(t, fmt.Sprintf("load-%d@example.com", time.Now().UnixNano()), "Load")
+	l := &load{userID: a.id, cookie: a.session.Name + "=" + a.session.Value}
 	l.h2 = &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{

@@ -269,8 +269,9 @@ func (s *stack) containers(t *testing.T) map[string]inspect {
 
 // inspect is the part of `docker inspect` the tests read.
 type inspect struct {
-	Name   string
-	Config struct {
+	Name         string
+	RestartCount int
+	Config       struct {
 		User   string
 		Labels map[string]string
 	}
@@ -291,8 +292,9 @@ type inspect struct {
 		RestartPolicy struct{ Name string }
 	}
 	State struct {
-		Status string
-		Health *struct{ Status string }
+		Status    string
+		StartedAt string
+		Health    *struct{ Status string }
 	}
 }
 

@@ -147,7 +147,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RateLoginIP:      l.rate("RATE_LIMIT_LOGIN_IP", "30/15m"),
 		RateLoginEmail:   l.rate("RATE_LIMIT_LOGIN_EMAIL", "10/15m"),
 		RateContact:      l.rate("RATE_LIMIT_CONTACT", "5/h"),
-		RateLimitTimeout: l.duration("RATE_LIMIT_TIMEOUT", 100*time.Millisecond, 10*time.Millisecond, time.Second),
+		RateLimitTimeout: l.duration("RATE_LIMIT_TIMEOUT", 250*time.Millisecond, 10*time.Millisecond, time.Second),
 	}
 	if c.Env != Development && c.Env != Production {
 		l.fail("APP_ENV", c.Env, `set it to "development" or "production"`)

@@ -32,13 +32,11 @@ cd "$REPO"
 readonly SAVE_TIMEOUT=600
 SECONDS=0
 
-step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() {
   printf 'backup: %s\n' "$*" >&2
   exit 1
 }
 
-compose=(docker compose --env-file "$ENV_FILE")
 # What to type to reach this stack, for the messages.
 hint="docker compose"
 [[ "$ENV_FILE" == .env ]] || hint+=" --env-file $ENV_FILE"
@@ -77,7 +75,7 @@ main() {
   password=$(env_value REDIS_BACKUP_PASSWORD)
   [[ -n "$password" ]] || die "REDIS_BACKUP_PASSWORD is not set in $ENV_FILE: bash scripts/init-env.sh adds it, then $hint up -d --wait gives Redis its user"
   local reply
-  container=$("${compose[@]}" ps -q --status running redis) || die "docker compose ps failed (see above)"
+  container=$(compose ps -q --status running redis) || die "docker compose ps failed (see above)"
   [[ -n "$container" ]] || die "redis is not running: start the stack first ($hint up -d --wait)"
   reply=$(cli ping 2>&1) || true
   [[ "$reply" == PONG ]] ||
@@ -141,7 +139,7 @@ If REDIS_BACKUP_PASSWORD was added or changed after Redis started, re-create it:
   # snapshot (redis.conf's save points) replaces it with a rename, so the copy
   # is always one whole snapshot.
   local err
-  err=$("${compose[@]}" cp redis:/data/dump.rdb "$WORK/$name.rdb" 2>&1) ||
+  err=$(compose cp redis:/data/dump.rdb "$WORK/$name.rdb" 2>&1) ||
     die "docker compose cp redis:/data/dump.rdb failed: $err"
   chmod 0600 "$WORK/$name.rdb"
   [[ "$(head -c 5 "$WORK/$name.rdb")" == REDIS ]] || die "the copied /data/dump.rdb is not an RDB file"

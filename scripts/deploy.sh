@@ -34,7 +34,6 @@ cd "$REPO"
 TIMEOUT=${DEPLOY_TIMEOUT:-90}
 SECONDS=0
 
-step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 
 usage() {
   die "usage: deploy.sh [--pull | --no-build] | deploy.sh rollback"

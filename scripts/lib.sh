@@ -40,6 +40,10 @@ env_value() {
   fi
 }
 
+# step MESSAGE: a numbered step of a stack script, with the seconds since it
+# started.
+step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
+
 # compose ARGS...: docker compose on the kit's project (COMPOSE_PROJECT_NAME,
 # else compose.yaml's name) with ENV_FILE's settings. Run from REPO.
 compose() {

@@ -52,7 +52,6 @@ fail() {
 
 HAVE_DOCKER=false
 HAVE_COMPOSE=false
-compose=(docker compose --env-file "$ENV_FILE")
 
 check_docker() {
   step "Docker"
@@ -136,14 +135,14 @@ check_settings() {
     return 0
   fi
   local out
-  if out=$("${compose[@]}" config --quiet 2>&1); then
+  if out=$(compose config --quiet 2>&1); then
     ok "compose.yaml renders with $ENV_FILE"
   else
     fail "compose.yaml does not render with $ENV_FILE: $(tail -n1 <<<"$out"). Fix: set what it names in $ENV_FILE"
     return
   fi
   # The app's mode is fixed in compose.yaml, not taken from .env.
-  if "${compose[@]}" config app 2>/dev/null | grep -qE '^ +APP_ENV: "?production"?$'; then
+  if compose config app 2>/dev/null | grep -qE '^ +APP_ENV: "?production"?$'; then
     ok "the app runs with APP_ENV=production (compose.yaml sets it)"
   else
     fail "compose.yaml does not run the app with APP_ENV=production (pprof and console logs on). Fix: restore 'APP_ENV: production' in the app's environment in compose.yaml"
@@ -205,7 +204,7 @@ check_domain() {
   local project volume
   project=${COMPOSE_PROJECT_NAME:-}
   if [[ -z "$project" ]] && $HAVE_COMPOSE; then
-    project=$("${compose[@]}" config --no-interpolate 2>/dev/null | sed -n 's/^name: //p' | head -n1) || true
+    project=$(compose config --no-interpolate 2>/dev/null | sed -n 's/^name: //p' | head -n1) || true
   fi
   volume=$(docker volume ls -q --filter "label=com.docker.compose.project=${project:-sitekit}" \
     --filter label=com.docker.compose.volume=caddy_data 2>/dev/null | head -n1) || true
@@ -234,7 +233,7 @@ check_ports() {
   local spec port proto project containers holder
   project=${COMPOSE_PROJECT_NAME:-}
   if [[ -z "$project" ]] && $HAVE_COMPOSE; then
-    project=$("${compose[@]}" config --no-interpolate 2>/dev/null | sed -n 's/^name: //p' | head -n1) || true
+    project=$(compose config --no-interpolate 2>/dev/null | sed -n 's/^name: //p' | head -n1) || true
   fi
   for spec in $PORTS; do
     port=${spec%/*}

@@ -37,14 +37,12 @@ cd "$REPO"
 readonly TIMEOUT=600
 SECONDS=0
 
-step() { printf '==> [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 warn() { printf 'restore: warning: %s\n' "$*" >&2; }
 die() {
   printf 'restore: %s\n' "$*" >&2
   exit 1
 }
 
-compose=(docker compose --env-file "$ENV_FILE")
 # What to type to reach this stack, for the messages.
 hint="docker compose"
 [[ "$ENV_FILE" == .env ]] || hint+=" --env-file $ENV_FILE"
@@ -107,7 +105,7 @@ main() {
 
   step "checking that the app and Redis are stopped"
   local running
-  running=$("${compose[@]}" ps --format '{{.Service}}' --status running --status restarting --status paused app redis) ||
+  running=$(compose ps --format '{{.Service}}' --status running --status restarting --status paused app redis) ||
     die "docker compose ps failed (see above)"
   if [[ -n "$running" ]]; then
     die "still running: $(sort -u <<<"$running" | paste -sd' '). Stop the app and Redis first, so that nothing writes to Redis while its data is replaced:
@@ -118,12 +116,12 @@ or
 
   step "the stack's redis container and its volume"
   local cid
-  cid=$("${compose[@]}" ps -a -q redis)
+  cid=$(compose ps -a -q redis)
   if [[ -z "$cid" ]]; then
     # Creates the volume too when it is missing; starts nothing.
-    "${compose[@]}" create --no-build --pull never redis >&2 ||
+    compose create --no-build --pull never redis >&2 ||
       die "could not create the redis container: build the images first (scripts/up.sh, or $hint build)"
-    cid=$("${compose[@]}" ps -a -q redis)
+    cid=$(compose ps -a -q redis)
     [[ -n "$cid" ]] || die "$hint create redis made no container"
   fi
   local image user volume project

@@ -18,7 +18,6 @@ package e2e
 
 import (
 	"cmp"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -214,16 +213,11 @@ func (s *stack) report(t *testing.T, format string, args ...any) {
 }
 
 // run runs a command in the repository root with the test's project and env
-// file in its environment, logs its output and returns it.
+// file in its environment, logs its output and returns it; a failure fails
+// the test.
 func (s *stack) run(t *testing.T, timeout time.Duration, args ...string) []byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Dir = s.root
-	cmd.Env = append(os.Environ(), "COMPOSE_PROJECT_NAME="+project, "SITEKIT_ENV_FILE="+s.envFile, "COMPOSE_PROFILES="+profiles)
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s:\n%s", strings.Join(args, " "), out)
+	out, err := s.tryRun(t, timeout, args...)
 	if err != nil {
 		t.Fatalf("%s: %v", strings.Join(args, " "), err)
 	}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+)
+
+// A mode is how the load is sent.
+type mode struct {
+	name    string
+	h1      bool // HTTP/1.1 (else HTTP/2, TLS fronts only)
+	conns   int  // connections (closed model)
+	streams int  // requests in flight per connection
+	open    bool // open model: a fixed rate, whatever the answers take
+}
+
+// measured is what one run of the load produced, before CPU and memory.
+type measured struct {
+	requests, errors int64
+	seconds          float64
+	latencies        []time.Duration // sorted
+	rate             float64         // open model: the rate asked for
+}
+
+// h2load runs Debian's h2load for d after warm (closed model): conns
+// connections with streams requests in flight each. Its per-request log
+// gives the latencies; only 2xx answers count as requests.
+func h2load(ctx context.Context, dir string, f *front, p path, m mode, warm, d time.Duration, mark func()) (measured, error) {
+	var r measured
+	logFile := filepath.Join(dir, "h2load.log")
+	_ = os.Remove(logFile)
+	args := []string{
+		"-D", strconv.Itoa(int(d.Milliseconds())) + "ms",
+		"--warm-up-time", strconv.Itoa(int(warm.Milliseconds())) + "ms",
+		"-c", strconv.Itoa(m.conns), "-m", strconv.Itoa(m.streams),
+		"--log-file", logFile,
+		"-H", "accept-encoding: gzip",
+		"--connect-to", "127.0.0.1:" + strconv.Itoa(f.port),
+	}
+	if m.h1 {
+		args = append(args, "--h1")
+	}
+	for _, h := range p.headers {
+		args = append(args, "-H", h)
+	}
+	if p.body != "" {
+		bodyFile := filepath.Join(dir, "body-"+p.name)
+		if err := os.WriteFile(bodyFile, []byte(p.body), 0o644); err != nil {
+			return r, err
+		}
+		args = append(args, "-d", bodyFile)
+	}
+	cmd := exec.CommandContext(ctx, "h2load", append(args, f.url(p))...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	// CPU is counted from the end of the warm-up to the end of the run.
+	timer := time.AfterFunc(warm, mark)
+	err := cmd.Wait()
+	timer.Stop()
+	if err != nil {
+		return r, fmt.Errorf("h2load: %w\n%s", err, out.String())
+	}
+	return parseH2load(out.String(), logFile, d)
+}
+
+var (
+	h2Finished = regexp.MustCompile(`finished in ([0-9.]+)(m?s)`)
+	h2Requests = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout`)
+	h2Status   = regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
+)
+
+func parseH2load(out, logFile string, d time.Duration) (measured, error) {
+	var r measured
+	req, st := h2Requests.FindStringSubmatch(out), h2Status.FindStringSubmatch(out)
+	if req == nil || st == nil {
+		return r, fmt.Errorf("h2load printed no summary:\n%s", out)
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	ok := n(st[1])
+	// Anything but a 2xx is an error: a non-2xx status, a reset, a timeout.
+	r.errors = n(st[2]) + n(st[3]) + n(st[4]) + n(req[6]) + n(req[7])
+	r.requests = ok
+	r.seconds = d.Seconds()
+	if m := h2Finished.FindStringSubmatch(out); m != nil {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		if m[2] == "ms" {
+			v /= 1000
+		}
+		if v > 0 {
+			r.seconds = v
+		}
+	}
+	// The log: start time, status, latency in µs, one line per request.
+	f, err := os.Open(logFile)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Split(sc.Text(), "\t")
+		if len(fields) < 3 {
+			continue
+		}
+		us, err := strconv.ParseInt(fields[2], 10, 64)
+		if err != nil {
+			continue
+		}
+		r.latencies = append(r.latencies, time.Duration(us)*time.Microsecond)
+	}
+	slices.Sort(r.latencies)
+	if r.requests == 0 {
+		return r, fmt.Errorf("no 2xx answer:\n%s", out)
+	}
+	return r, sc.Err()
+}
+
+// vegetaRun sends rate requests per second for d after warm (open model):
+// a request leaves on time whether or not earlier ones were answered, so
+// queueing shows in the latencies. HTTP/1.1 with keep-alive, as a browser's
+// first connection.
+func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time.Duration, mark func()) (measured, error) {
+	r := measured{rate: rate}
+	if rate < 1 {
+		return r, errors.New("open model: no rate (the closed-model run found no peak)")
+	}
+	hdr := http.Header{}
+	for _, h := range p.headers {
+		k, v, _ := strings.Cut(h, ":")
+		hdr.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
+	hdr.Set("Accept-Encoding", "gzip")
+	target := vegeta.Target{Method: p.method, URL: f.url(p), Body: []byte(p.body), Header: hdr}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: loopbackTransport(f.port, nil)}
+	attack := func(d time.Duration, keep bool) {
+		a := vegeta.NewAttacker(vegeta.Client(client), vegeta.Workers(64), vegeta.MaxWorkers(4096))
+		start := time.Now()
+		for res := range a.Attack(vegeta.NewStaticTargeter(target), vegeta.Rate{Freq: int(rate), Per: time.Second}, d, p.name) {
+			if !keep {
+				continue
+			}
+			if res.Error != "" || res.Code < 200 || res.Code >= 300 {
+				r.errors++
+				continue
+			}
+			r.requests++
+			r.latencies = append(r.latencies, res.Latency)
+		}
+		r.seconds = time.Since(start).Seconds()
+	}
+	attack(warm, false)
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	mark()
+	attack(d, true)
+	slices.Sort(r.latencies)
+	return r, nil
+}
+
+// loopbackTransport dials 127.0.0.1:port whatever the URL's host, and takes
+// any certificate: the bench measures, it does not check identity.
+func loopbackTransport(port int, _ *tls.Config) *http.Transport {
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(port))
+		},
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback bench only
+		MaxIdleConnsPerHost: 4096,
+	}
+}
+
+// usage is CPU time and resident memory of a process group, read from /proc.
+type usage struct {
+	cpu time.Duration
+	rss int64 // bytes
+}
+
+// clockTick is USER_HZ, the unit of /proc's CPU times: 100 on Linux.
+const clockTick = 10 * time.Millisecond
+
+// groupUsage sums CPU time (user + system) and RSS over every process whose
+// process group is pgid.
+func groupUsage(pgid int) usage {
+	var u usage
+	entries, _ := os.ReadDir("/proc")
+	page := int64(os.Getpagesize())
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After "(comm)": state ppid pgrp ... utime(14) stime(15) ... rss(24).
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 22 {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g != pgid {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		rss, _ := strconv.ParseInt(f[21], 10, 64)
+		u.cpu += time.Duration(ut+st) * clockTick
+		u.rss += rss * page
+	}
+	return u
+}
+
+// sampler follows the groups of one cell: CPU time between mark and stop,
+// and the largest RSS seen meanwhile (every 200 ms).
+type sampler struct {
+	groups map[string]int // role → pgid
+	mu     sync.Mutex
+	start  map[string]usage
+	peak   map[string]int64
+	stopc  chan struct{}
+	done   chan struct{}
+}
+
+func newSampler(groups map[string]int) *sampler {
+	return &sampler{groups: groups, peak: map[string]int64{}, stopc: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (s *sampler) mark() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.start = map[string]usage{}
+	for role, g := range s.groups {
+		s.start[role] = groupUsage(g)
+	}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stopc:
+				return
+			case <-t.C:
+				s.mu.Lock()
+				for role, g := range s.groups {
+					s.peak[role] = max(s.peak[role], groupUsage(g).rss)
+				}
+				s.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// stop returns each role's CPU time since mark and its peak RSS.
+func (s *sampler) stop() (cpu map[string]time.Duration, rss map[string]int64) {
+	s.mu.Lock()
+	started := s.start != nil
+	s.mu.Unlock()
+	if !started {
+		return nil, nil
+	}
+	close(s.stopc)
+	<-s.done
+	cpu, rss = map[string]time.Duration{}, map[string]int64{}
+	for role, g := range s.groups {
+		u := groupUsage(g)
+		cpu[role] = u.cpu - s.start[role].cpu
+		rss[role] = max(s.peak[role], u.rss)
+	}
+	return cpu, rss
+}

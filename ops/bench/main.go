@@ -1,0 +1,435 @@
+// Command bench measures what the kit's edge and app cost, side by side
+// with a reference nginx in front of the same app, on loopback. Run it as
+// scripts/bench (the README's "Performance" section says how to read it):
+//
+//	scripts/bench            the full run: 2 rounds of 8 s cells, about 20 minutes
+//	scripts/bench -smoke     a few seconds per cell, to check that it works
+//
+// It starts a Redis, the app in production mode, our Caddy with the
+// repository's Caddyfile, the reference nginx (ops/bench/nginx.conf: a
+// benchmark reference, not part of the kit) and a bare net/http server
+// writing the app's home page, each in its own process group. Then, round
+// after round, for each path and each mode, it loads every front in turn
+// (the order alternates between rounds) and records requests/s, latency
+// percentiles, errors, CPU time per request of the proxy, the app and Redis
+// (from /proc) and their peak resident memory. Figures are the medians over
+// rounds. Output: a Markdown table on stdout and in OUT/results.md, the raw
+// data in OUT/results.json, a chart in OUT/chart.png.
+//
+// Load goes to 127.0.0.1 only: h2load (Debian's nghttp2-client) for the
+// closed model, vegeta (pinned in go.mod) for the open model.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A path is one of the requests the bench sends.
+type path struct {
+	name    string
+	method  string
+	target  string
+	body    string
+	headers []string
+}
+
+// A front is where the load goes: a proxy in front of the app, or a server
+// alone.
+type front struct {
+	name   string
+	tls    bool
+	port   int
+	paths  []string       // the paths it serves (nil: all)
+	groups map[string]int // role (proxy, app, redis) → process group
+}
+
+func (f *front) url(p path) string {
+	if f.tls {
+		return fmt.Sprintf("https://localhost:%d%s", f.port, p.target)
+	}
+	return fmt.Sprintf("http://127.0.0.1:%d%s", f.port, p.target)
+}
+
+func (f *front) serves(p path, m mode) bool {
+	if !m.h1 && !f.tls {
+		return false // no HTTP/2 without TLS (no h2c)
+	}
+	return f.paths == nil || contains(f.paths, p.name)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+type config struct {
+	rounds         int
+	warm, duration time.Duration
+	conns, streams int
+	out            string
+	only           []string // fronts to run (empty: all)
+	caddyEnv       envList
+	appEnv         envList
+	smoke          bool
+	caddyfile      string
+	nginxConf      string
+	bareBody       string
+	bareListen     string
+	bareCert       string
+	bareKey        string
+}
+
+// envList is a repeatable -flag NAME=VALUE.
+type envList []string
+
+func (e *envList) String() string     { return strings.Join(*e, " ") }
+func (e *envList) Set(v string) error { *e = append(*e, v); return nil }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	var c config
+	var only string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.BoolVar(&c.smoke, "smoke", false, "a short run (1 s cells) that checks the bench works; its figures mean little")
+	fs.IntVar(&c.rounds, "rounds", 2, "rounds; each cell's figure is the median over rounds")
+	fs.DurationVar(&c.duration, "duration", 8*time.Second, "length of each measured cell")
+	fs.DurationVar(&c.warm, "warm", 2*time.Second, "warm-up before each cell, not measured")
+	fs.IntVar(&c.conns, "conns", 64, "connections in the saturation modes")
+	fs.IntVar(&c.streams, "streams", 10, "HTTP/2 streams per connection in the h2x10 mode")
+	fs.StringVar(&c.out, "out", ".artifacts/bench", "folder for results.md, results.json and chart.png")
+	fs.StringVar(&only, "fronts", "", "comma-separated fronts to run (caddy,nginx,app,bare,bare-tls); default all")
+	fs.Var(&c.caddyEnv, "caddy-env", "NAME=VALUE for Caddy's environment (repeatable), to try a lever")
+	fs.Var(&c.appEnv, "app-env", "NAME=VALUE for the app's environment (repeatable)")
+	fs.StringVar(&c.caddyfile, "caddyfile", "Caddyfile", "the Caddyfile to run")
+	fs.StringVar(&c.nginxConf, "nginx-conf", "ops/bench/nginx.conf", "the reference nginx's configuration template")
+	// The bare server: this program, started again by the bench.
+	fs.StringVar(&c.bareListen, "bare-listen", "", "internal: serve the bare page on this address")
+	fs.StringVar(&c.bareBody, "bare-body", "", "internal: the bare page's bytes")
+	fs.StringVar(&c.bareCert, "bare-cert", "", "internal: TLS certificate for the bare page")
+	fs.StringVar(&c.bareKey, "bare-key", "", "internal: TLS key for the bare page")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.bareListen != "" {
+		return serveBare(c.bareListen, c.bareBody, c.bareCert, c.bareKey)
+	}
+	if only != "" {
+		c.only = strings.Split(only, ",")
+	}
+	if c.smoke {
+		c.duration, c.warm = time.Second, 500*time.Millisecond
+	}
+	for _, tool := range []string{"h2load", "nginx", "redis-server", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed (apt-get install -y nghttp2-client nginx redis-server)", tool)
+		}
+	}
+	return bench(ctx, c, stdout)
+}
+
+func bench(ctx context.Context, c config, stdout io.Writer) error {
+	dir, err := os.MkdirTemp("", "sitekit-bench.")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ps := &procs{dir: dir}
+	defer ps.stopAll()
+
+	log := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
+	log("building the app and our Caddy")
+	appBin, err := build(ctx, dir, "./app", "app")
+	if err != nil {
+		return err
+	}
+	caddyBin, err := build(ctx, dir, "./caddy", "caddy")
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+
+	password := rand.Text()
+	redis, redisPort, err := ps.startRedis(password)
+	if err != nil {
+		return err
+	}
+	app, appPort, err := ps.startApp(appBin, redisPort, password, c.appEnv)
+	if err != nil {
+		return err
+	}
+	caddy, caddyPort, caddyData, err := ps.startCaddy(caddyBin, c.caddyfile, appPort, c.caddyEnv)
+	if err != nil {
+		return err
+	}
+	nginx, nginxPort, err := ps.startNginx(c.nginxConf, caddyData, appPort)
+	if err != nil {
+		return err
+	}
+	// The bare servers write the bytes of the app's home page.
+	page, err := fetch(fmt.Sprintf("http://127.0.0.1:%d/", appPort))
+	if err != nil {
+		return err
+	}
+	pageFile := filepath.Join(dir, "page.html")
+	if err := os.WriteFile(pageFile, page, 0o644); err != nil {
+		return err
+	}
+	bare, barePort, err := ps.startBare(self, "bare", pageFile, "", "")
+	if err != nil {
+		return err
+	}
+	cert, key := caddyCert(caddyData)
+	bareTLS, bareTLSPort, err := ps.startBare(self, "bare-tls", pageFile, cert, key)
+	if err != nil {
+		return err
+	}
+
+	userID, cookie, err := benchUser(appPort)
+	if err != nil {
+		return err
+	}
+	paths := []path{
+		{name: "page", method: "GET", target: "/"},
+		{name: "redis-read", method: "GET", target: "/api/users/" + userID},
+		{name: "signed-in", method: "GET", target: "/api/me", headers: []string{"cookie: " + cookie}},
+		{name: "write", method: "POST", target: "/api/contact",
+			body:    `{"name":"Bench","email":"bench@example.com","message":"Hello from scripts/bench."}`,
+			headers: []string{"content-type: application/json"}},
+	}
+	pg := func(p *proc) int { return p.cmd.Process.Pid }
+	backend := map[string]int{"app": pg(app), "redis": pg(redis)}
+	with := func(role string, p *proc) map[string]int {
+		m := map[string]int{role: pg(p)}
+		for k, v := range backend {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+		return m
+	}
+	fronts := []*front{
+		{name: "caddy", tls: true, port: caddyPort, groups: with("proxy", caddy)},
+		{name: "nginx", tls: true, port: nginxPort, groups: with("proxy", nginx)},
+		{name: "app", port: appPort, groups: backend},
+		{name: "bare", port: barePort, paths: []string{"page"}, groups: map[string]int{"app": pg(bare)}},
+		{name: "bare-tls", tls: true, port: bareTLSPort, paths: []string{"page"}, groups: map[string]int{"app": pg(bareTLS)}},
+	}
+	if c.only != nil {
+		var kept []*front
+		for _, f := range fronts {
+			if contains(c.only, f.name) {
+				kept = append(kept, f)
+			}
+		}
+		fronts = kept
+	}
+	modes := []mode{
+		{name: "h1", h1: true, conns: c.conns, streams: 1},
+		{name: "h2", conns: c.conns, streams: 1},
+		{name: "h2x" + strconv.Itoa(c.streams), conns: c.conns, streams: c.streams},
+		{name: "one", h1: true, conns: 1, streams: 1},
+		{name: "open", h1: true, open: true},
+	}
+
+	res := &results{
+		Started: time.Now().UTC(), Rounds: c.rounds, Duration: c.duration.String(), Warm: c.warm.String(),
+		Conns: c.conns, Streams: c.streams, Smoke: c.smoke, CPUs: runtime.NumCPU(), CaddyEnv: c.caddyEnv, AppEnv: c.appEnv,
+		Versions: versions(caddyBin),
+		Idle:     map[string]map[string]float64{},
+	}
+	for _, f := range fronts {
+		res.Fronts = append(res.Fronts, f.name)
+		res.Idle[f.name] = map[string]float64{}
+		for role, g := range f.groups {
+			res.Idle[f.name][role] = mib(groupUsage(g).rss)
+		}
+	}
+	for _, p := range paths {
+		res.Paths = append(res.Paths, p.name)
+	}
+	for _, m := range modes {
+		res.Modes = append(res.Modes, m.name)
+	}
+
+	total := 0
+	for _, p := range paths {
+		for _, m := range modes {
+			for _, f := range fronts {
+				if f.serves(p, m) {
+					total++
+				}
+			}
+		}
+	}
+	log("%d cells x %d rounds, %s each after %s of warm-up", total, c.rounds, c.duration, c.warm)
+	done := 0
+	for round := 1; round <= c.rounds; round++ {
+		order := fronts
+		if round%2 == 0 {
+			order = reversed(fronts)
+		}
+		for _, p := range paths {
+			peak := map[string]float64{} // front → h1 requests/s this round
+			for _, m := range modes {
+				for _, f := range order {
+					if !f.serves(p, m) {
+						continue
+					}
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					done++
+					rate := 0.0
+					if m.open {
+						// Half of nginx's peak on this path; the front's own
+						// when nginx is not in the run.
+						rate = peak["nginx"] / 2
+						if rate == 0 {
+							rate = peak[f.name] / 2
+						}
+					}
+					cell, err := runCell(ctx, dir, f, p, m, rate, c)
+					if err != nil {
+						return fmt.Errorf("round %d, %s %s %s: %w", round, f.name, p.name, m.name, err)
+					}
+					cell.Round = round
+					if m.name == "h1" {
+						peak[f.name] = cell.RPS
+					}
+					res.Cells = append(res.Cells, cell)
+					log("[%d/%d] round %d %-8s %-10s %-5s %8.0f req/s  p99 %7.2f ms  errors %d",
+						done, total*c.rounds, round, f.name, p.name, m.name, cell.RPS, cell.P99, cell.Errors)
+				}
+			}
+		}
+	}
+	for _, f := range fronts {
+		if p := f.groups["proxy"]; p != 0 {
+			for _, pr := range []*proc{caddy, nginx} {
+				if pg(pr) == p && pr.cmd.ProcessState != nil {
+					return fmt.Errorf("%s exited during the run:\n%s", pr.name, pr.tail())
+				}
+			}
+		}
+	}
+	if err := res.write(c.out, stdout); err != nil {
+		return err
+	}
+	// Under the full run's load an error answer is a figure; in the smoke
+	// run, whose load is light and short, it means the bench is broken.
+	if c.smoke {
+		for _, cell := range res.Cells {
+			if cell.Errors > 0 {
+				return fmt.Errorf("smoke run: %s %s %s got %d error answers (logs: rerun without -smoke, or see %s)",
+					cell.Front, cell.Path, cell.Mode, cell.Errors, c.out)
+			}
+		}
+	}
+	return nil
+}
+
+func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
+	s := newSampler(f.groups)
+	var r measured
+	var err error
+	if m.open {
+		r, err = vegetaRun(ctx, f, p, rate, c.warm, c.duration, s.mark)
+	} else {
+		r, err = h2load(ctx, dir, f, p, m, c.warm, c.duration, s.mark)
+	}
+	cpu, rss := s.stop()
+	if err != nil {
+		return cell{}, err
+	}
+	out := cell{Front: f.name, Path: p.name, Mode: m.name, Requests: r.requests, Errors: r.errors,
+		Seconds: r.seconds, Rate: r.rate, CPUus: map[string]float64{}, RSSMiB: map[string]float64{}}
+	if r.seconds > 0 {
+		out.RPS = float64(r.requests) / r.seconds
+	}
+	out.P50, out.P99, out.P999 = quantile(r.latencies, 0.50), quantile(r.latencies, 0.99), quantile(r.latencies, 0.999)
+	for role, t := range cpu {
+		if r.requests > 0 {
+			out.CPUus[role] = float64(t.Microseconds()) / float64(r.requests+r.errors)
+		}
+		out.RSSMiB[role] = mib(rss[role])
+	}
+	return out, nil
+}
+
+// quantile is the q-quantile of sorted latencies, in milliseconds.
+func quantile(sorted []time.Duration, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := min(len(sorted)-1, int(q*float64(len(sorted))))
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func reversed(fs []*front) []*front {
+	out := make([]*front, len(fs))
+	for i, f := range fs {
+		out[len(fs)-1-i] = f
+	}
+	return out
+}
+
+func fetch(url string) ([]byte, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// versions names what was measured.
+func versions(caddyBin string) map[string]string {
+	v := map[string]string{}
+	one := func(name string, argv ...string) {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		if err == nil {
+			v[name] = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+		}
+	}
+	one("caddy", caddyBin, "version")
+	one("nginx", "nginx", "-v")
+	one("redis", "redis-server", "--version")
+	one("h2load", "h2load", "--version")
+	one("go", "go", "version")
+	return v
+}

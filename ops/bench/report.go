@@ -1,0 +1,379 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// cell is one measured run: one front, one path, one mode, one round (or,
+// in medians, the median over rounds).
+type cell struct {
+	Round    int                `json:"round,omitempty"`
+	Front    string             `json:"front"`
+	Path     string             `json:"path"`
+	Mode     string             `json:"mode"`
+	Requests int64              `json:"requests"` // 2xx answers
+	Errors   int64              `json:"errors"`   // everything else
+	Seconds  float64            `json:"seconds"`
+	RPS      float64            `json:"rps"`
+	Rate     float64            `json:"rate,omitempty"` // open model: the rate asked for
+	P50      float64            `json:"p50_ms"`
+	P99      float64            `json:"p99_ms"`
+	P999     float64            `json:"p999_ms"`
+	CPUus    map[string]float64 `json:"cpu_us_per_request"` // by role: proxy, app, redis
+	RSSMiB   map[string]float64 `json:"rss_mib_peak"`
+}
+
+// results is the whole run, written as results.json.
+type results struct {
+	Started  time.Time                     `json:"started"`
+	Smoke    bool                          `json:"smoke"`
+	Rounds   int                           `json:"rounds"`
+	Duration string                        `json:"duration"`
+	Warm     string                        `json:"warm_up"`
+	Conns    int                           `json:"connections"`
+	Streams  int                           `json:"h2_streams"`
+	CPUs     int                           `json:"cpus"`
+	CaddyEnv []string                      `json:"caddy_env,omitempty"`
+	AppEnv   []string                      `json:"app_env,omitempty"`
+	Versions map[string]string             `json:"versions"`
+	Fronts   []string                      `json:"fronts"`
+	Paths    []string                      `json:"paths"`
+	Modes    []string                      `json:"modes"`
+	Idle     map[string]map[string]float64 `json:"idle_rss_mib"` // front → role → MiB
+	Cells    []cell                        `json:"cells"`
+	Medians  []cell                        `json:"medians"`
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// medians folds the rounds: the median of every figure, errors summed and
+// memory at its largest.
+func (r *results) medians() []cell {
+	type key struct{ front, path, mode string }
+	groups := map[key][]cell{}
+	var order []key
+	for _, c := range r.Cells {
+		k := key{c.Front, c.Path, c.Mode}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], c)
+	}
+	var out []cell
+	for _, k := range order {
+		cs := groups[k]
+		m := cell{Front: k.front, Path: k.path, Mode: k.mode, CPUus: map[string]float64{}, RSSMiB: map[string]float64{}}
+		pick := func(f func(cell) float64) float64 {
+			v := make([]float64, len(cs))
+			for i, c := range cs {
+				v[i] = f(c)
+			}
+			return median(v)
+		}
+		m.RPS = pick(func(c cell) float64 { return c.RPS })
+		m.Rate = pick(func(c cell) float64 { return c.Rate })
+		m.P50 = pick(func(c cell) float64 { return c.P50 })
+		m.P99 = pick(func(c cell) float64 { return c.P99 })
+		m.P999 = pick(func(c cell) float64 { return c.P999 })
+		m.Seconds = pick(func(c cell) float64 { return c.Seconds })
+		for _, c := range cs {
+			m.Requests += c.Requests
+			m.Errors += c.Errors
+			for role, v := range c.RSSMiB {
+				m.RSSMiB[role] = math.Max(m.RSSMiB[role], v)
+			}
+		}
+		for role := range cs[0].CPUus {
+			m.CPUus[role] = pick(func(c cell) float64 { return c.CPUus[role] })
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (r *results) find(front, path, mode string) (cell, bool) {
+	for _, c := range r.Medians {
+		if c.Front == front && c.Path == path && c.Mode == mode {
+			return c, true
+		}
+	}
+	return cell{}, false
+}
+
+// write prints the tables and writes results.md, results.json and
+// chart.png into dir.
+func (r *results) write(dir string, stdout io.Writer) error {
+	r.Medians = r.medians()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	md := r.markdown()
+	fmt.Fprint(stdout, md)
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), js, 0o644); err != nil {
+		return err
+	}
+	if err := r.chart(filepath.Join(dir, "chart.png")); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "==> wrote %s/results.md, results.json and chart.png\n", dir)
+	return nil
+}
+
+func (r *results) markdown() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	kind := "full run"
+	if r.Smoke {
+		kind = "SMOKE run (1 s cells: the figures only show that it works)"
+	}
+	p("# scripts/bench, %s\n\n", kind)
+	p("%s; %d CPUs shared by the load and the servers; %d rounds of %s cells after %s of warm-up; medians over rounds.\n",
+		r.Started.Format("2006-01-02 15:04 UTC"), r.CPUs, r.Rounds, r.Duration, r.Warm)
+	p("Saturation: %d connections, 1 request in flight each (h1, h2) or %d streams each (h2x%d). "+
+		"one: a single connection, one request at a time. open: a fixed rate (half of nginx's h1 peak on that path), HTTP/1.1.\n",
+		r.Conns, r.Streams, r.Streams)
+	if len(r.CaddyEnv) > 0 || len(r.AppEnv) > 0 {
+		p("Settings changed for this run: Caddy %v, app %v.\n", r.CaddyEnv, r.AppEnv)
+	}
+	p("\nVersions: ")
+	var vs []string
+	for _, k := range []string{"caddy", "nginx", "redis", "h2load", "go"} {
+		if v := r.Versions[k]; v != "" {
+			vs = append(vs, fmt.Sprintf("%s `%s`", k, v))
+		}
+	}
+	p("%s.\n\n", strings.Join(vs, ", "))
+
+	p("## Targets\n\n")
+	p("| target | figure | met |\n|---|---|---|\n")
+	for _, t := range r.targets() {
+		met := "no"
+		if t.met {
+			met = "yes"
+		}
+		if math.IsNaN(t.value) {
+			met = "not measured"
+		}
+		p("| %s | %s | %s |\n", t.name, t.figure, met)
+	}
+
+	p("\n## Ratios\n\n")
+	p("| path | caddy ÷ nginx req/s h1 | h2 | h2x%d | caddy ÷ nginx CPU/req h1 | added p99, one connection: caddy | nginx | caddy h2x%d ÷ caddy h1 | caddy ÷ app req/s h1 |\n", r.Streams, r.Streams)
+	p("|---|---|---|---|---|---|---|---|---|\n")
+	h2x := fmt.Sprintf("h2x%d", r.Streams)
+	for _, path := range r.Paths {
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", path,
+			ratio(r.rps("caddy", path, "h1"), r.rps("nginx", path, "h1")),
+			ratio(r.rps("caddy", path, "h2"), r.rps("nginx", path, "h2")),
+			ratio(r.rps("caddy", path, h2x), r.rps("nginx", path, h2x)),
+			ratio(r.cpu("caddy", path, "h1", "proxy"), r.cpu("nginx", path, "h1", "proxy")),
+			ms(r.added("caddy", path)), ms(r.added("nginx", path)),
+			ratio(r.rps("caddy", path, h2x), r.rps("caddy", path, "h1")),
+			ratio(r.rps("caddy", path, "h1"), r.rps("app", path, "h1")))
+	}
+
+	p("\n## Every cell (medians)\n\n")
+	p("| path | mode | front | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req proxy | app | redis | peak RSS MiB proxy | app | redis |\n")
+	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, c := range r.Medians {
+		rps := fmt.Sprintf("%.0f", c.RPS)
+		if c.Rate > 0 {
+			rps = fmt.Sprintf("%.0f (asked %.0f)", c.RPS, c.Rate)
+		}
+		p("| %s | %s | %s | %s | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s | %s | %s |\n",
+			c.Path, c.Mode, c.Front, rps, c.P50, c.P99, c.P999, c.Errors,
+			num(c.CPUus, "proxy"), num(c.CPUus, "app"), num(c.CPUus, "redis"),
+			num(c.RSSMiB, "proxy"), num(c.RSSMiB, "app"), num(c.RSSMiB, "redis"))
+	}
+
+	p("\n## Resident memory when idle (MiB, before the first cell)\n\n| front | proxy | app | redis |\n|---|--:|--:|--:|\n")
+	for _, f := range r.Fronts {
+		p("| %s | %s | %s | %s |\n", f, num(r.Idle[f], "proxy"), num(r.Idle[f], "app"), num(r.Idle[f], "redis"))
+	}
+	return b.String()
+}
+
+func (r *results) rps(front, path, mode string) float64 {
+	if c, ok := r.find(front, path, mode); ok {
+		return c.RPS
+	}
+	return math.NaN()
+}
+
+func (r *results) cpu(front, path, mode, role string) float64 {
+	if c, ok := r.find(front, path, mode); ok {
+		if v, ok := c.CPUus[role]; ok {
+			return v
+		}
+	}
+	return math.NaN()
+}
+
+// added is the p99 latency a front adds over the app alone, on one
+// unsaturated connection.
+func (r *results) added(front, path string) float64 {
+	f, ok1 := r.find(front, path, "one")
+	a, ok2 := r.find("app", path, "one")
+	if !ok1 || !ok2 {
+		return math.NaN()
+	}
+	return f.P99 - a.P99
+}
+
+type target struct {
+	name, figure string
+	value        float64
+	met          bool
+}
+
+// targets are issue 9's, each from this run's medians.
+func (r *results) targets() []target {
+	worst := func(f func(path string) float64, lowest bool) (float64, string) {
+		best, at := math.NaN(), ""
+		for _, p := range r.Paths {
+			v := f(p)
+			if math.IsNaN(v) {
+				continue
+			}
+			if math.IsNaN(best) || (lowest && v < best) || (!lowest && v > best) {
+				best, at = v, p
+			}
+		}
+		return best, at
+	}
+	var ts []target
+	add := func(name string, v float64, at string, unit string, met bool) {
+		fig := "—"
+		if !math.IsNaN(v) {
+			fig = fmt.Sprintf("%.2f%s (worst path: %s)", v, unit, at)
+		}
+		ts = append(ts, target{name: name, figure: fig, value: v, met: met})
+	}
+	v, at := worst(func(p string) float64 { return r.rps("caddy", p, "h1") / r.rps("nginx", p, "h1") }, true)
+	add("our edge ≥ 0.6× nginx's req/s on every path, HTTP/1.1", v, at, "×", v >= 0.6)
+	v, at = worst(func(p string) float64 { return r.cpu("caddy", p, "h1", "proxy") / r.cpu("nginx", p, "h1", "proxy") }, false)
+	add("Caddy CPU per proxied request ≤ 3× nginx's (h1)", v, at, "×", v <= 3)
+	v, at = worst(func(p string) float64 { return r.added("caddy", p) }, false)
+	add("latency Caddy adds at p99, one connection, ≤ 1.5 ms", v, at, " ms", v <= 1.5)
+	h2x := fmt.Sprintf("h2x%d", r.Streams)
+	v, at = worst(func(p string) float64 { return r.rps("caddy", p, h2x) / r.rps("caddy", p, "h1") }, true)
+	add(fmt.Sprintf("Caddy's HTTP/2 (%d streams) ≥ 0.8× its HTTP/1.1", r.Streams), v, at, "×", v >= 0.8)
+	// The app's whole chain against net/http writing the same bytes, both
+	// plain HTTP: CPU per request and throughput.
+	cpuRatio := r.cpu("app", "page", "h1", "app") / r.cpu("bare", "page", "h1", "app")
+	add("the app's chain on a page ≤ 1.25× a bare net/http handler's CPU per request", cpuRatio, "page", "×", cpuRatio <= 1.25)
+	tput := r.rps("bare", "page", "h1") / r.rps("app", "page", "h1")
+	add("… and bare req/s ÷ the app's (≤ 1.25)", tput, "page", "×", tput <= 1.25)
+	return ts
+}
+
+func ratio(a, b float64) string {
+	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func ms(v float64) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%+.2f ms", v)
+}
+
+func num(m map[string]float64, k string) string {
+	v, ok := m[k]
+	if !ok {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// chart draws two panels: HTTP/1.1 saturation req/s and open-model p99
+// latency, per path, one bar per front.
+func (r *results) chart(file string) error {
+	panel := func(title, ylabel, mode string, value func(cell) float64) *plot.Plot {
+		p := plot.New()
+		p.Title.Text = title
+		p.Y.Label.Text = ylabel
+		p.Legend.Top = true
+		w := vg.Points(10)
+		n := len(r.Fronts)
+		for i, f := range r.Fronts {
+			vals := make(plotter.Values, len(r.Paths))
+			for j, path := range r.Paths {
+				if c, ok := r.find(f, path, mode); ok {
+					vals[j] = value(c)
+				}
+			}
+			bars, err := plotter.NewBarChart(vals, w)
+			if err != nil {
+				continue
+			}
+			bars.LineStyle.Width = 0
+			bars.Color = palette[i%len(palette)]
+			bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * w
+			p.Add(bars)
+			p.Legend.Add(f, bars)
+		}
+		p.NominalX(r.Paths...)
+		return p
+	}
+	p1 := panel(fmt.Sprintf("Saturation, HTTP/1.1, %d connections", r.Conns), "requests/s", "h1", func(c cell) float64 { return c.RPS })
+	p2 := panel("Fixed rate (half of nginx's peak): p99 latency", "ms", "open", func(c cell) float64 { return c.P99 })
+	img := vgimg.New(vg.Points(1000), vg.Points(420))
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Points(20), PadTop: vg.Points(10), PadBottom: vg.Points(10), PadLeft: vg.Points(10), PadRight: vg.Points(10)}
+	canvases := plot.Align([][]*plot.Plot{{p1, p2}}, tiles, dc)
+	p1.Draw(canvases[0][0])
+	p2.Draw(canvases[0][1])
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+var palette = []color.Color{
+	color.RGBA{0x1f, 0x77, 0xb4, 0xff}, // caddy
+	color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, // nginx
+	color.RGBA{0xff, 0x7f, 0x0e, 0xff}, // app
+	color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, // bare
+	color.RGBA{0xbc, 0xbd, 0x22, 0xff}, // bare-tls
+}

@@ -86,6 +86,9 @@ type config struct {
 	conns, streams int
 	out            string
 	only           []string // fronts to run (empty: all)
+	onlyPaths      []string
+	onlyModes      []string
+	pprof          bool
 	caddyEnv       envList
 	appEnv         envList
 	smoke          bool
@@ -115,7 +118,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var c config
-	var only string
+	var only, onlyPaths, onlyModes string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.BoolVar(&c.smoke, "smoke", false, "a short run (1 s cells) that checks the bench works; its figures mean little")
 	fs.IntVar(&c.rounds, "rounds", 2, "rounds; each cell's figure is the median over rounds")
@@ -125,8 +128,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&c.streams, "streams", 10, "HTTP/2 streams per connection in the h2x10 mode")
 	fs.StringVar(&c.out, "out", ".artifacts/bench", "folder for results.md, results.json and chart.png")
 	fs.StringVar(&only, "fronts", "", "comma-separated fronts to run (caddy,nginx,app,bare,bare-tls); default all")
-	fs.Var(&c.caddyEnv, "caddy-env", "NAME=VALUE for Caddy's environment (repeatable), to try a lever")
-	fs.Var(&c.appEnv, "app-env", "NAME=VALUE for the app's environment (repeatable)")
+	fs.StringVar(&onlyPaths, "paths", "", "comma-separated paths to run (page,redis-read,signed-in,write); default all")
+	fs.StringVar(&onlyModes, "modes", "", "comma-separated modes to run (h1,h2,h2x10,one,open); default all (open needs h1)")
+	fs.BoolVar(&c.pprof, "pprof", false, "save a CPU profile of Caddy (from its admin API) for each h1 cell in OUT/caddy-PATH-h1.pprof")
+	fs.Var(&c.caddyEnv, "caddy-env", "NAME=VALUE for Caddy's environment (repeatable), to try a lever; "+
+		"it overrides the GOGC, GOMEMLIMIT and GOMAXPROCS taken from compose.yaml")
+	fs.Var(&c.appEnv, "app-env", "NAME=VALUE for the app's environment (repeatable), likewise")
 	fs.StringVar(&c.caddyfile, "caddyfile", "Caddyfile", "the Caddyfile to run")
 	fs.StringVar(&c.nginxConf, "nginx-conf", "ops/bench/nginx.conf", "the reference nginx's configuration template")
 	// The bare server: this program, started again by the bench.
@@ -140,9 +147,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if c.bareListen != "" {
 		return serveBare(c.bareListen, c.bareBody, c.bareCert, c.bareKey)
 	}
-	if only != "" {
-		c.only = strings.Split(only, ",")
+	split := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(s, ",")
 	}
+	c.only, c.onlyPaths, c.onlyModes = split(only), split(onlyPaths), split(onlyModes)
 	if c.smoke {
 		c.duration, c.warm = time.Second, 500*time.Millisecond
 	}
@@ -178,20 +189,39 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		return err
 	}
 
+	// Caddy and the app get the Go runtime settings the stack gives them.
+	caddyEnv, err := runtimeEnv("compose.yaml", "caddy")
+	if err != nil {
+		return err
+	}
+	appEnv, err := runtimeEnv("compose.yaml", "app")
+	if err != nil {
+		return err
+	}
+	caddyEnv, appEnv = append(caddyEnv, c.caddyEnv...), append(appEnv, c.appEnv...)
+
 	password := rand.Text()
 	redis, redisPort, err := ps.startRedis(password)
 	if err != nil {
 		return err
 	}
-	app, appPort, err := ps.startApp(appBin, redisPort, password, c.appEnv)
+	app, appPort, err := ps.startApp(appBin, redisPort, password, appEnv)
 	if err != nil {
 		return err
 	}
-	caddy, caddyPort, caddyData, err := ps.startCaddy(caddyBin, c.caddyfile, appPort, c.caddyEnv)
+	caddy, caddyPort, caddyData, caddyAdmin, err := ps.startCaddy(caddyBin, c.caddyfile, appPort, caddyEnv)
 	if err != nil {
 		return err
 	}
-	nginx, nginxPort, err := ps.startNginx(c.nginxConf, caddyData, appPort)
+	workers := runtime.NumCPU()
+	for _, kv := range caddyEnv {
+		if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				workers = n
+			}
+		}
+	}
+	nginx, nginxPort, err := ps.startNginx(c.nginxConf, caddyData, appPort, workers)
 	if err != nil {
 		return err
 	}
@@ -253,6 +283,15 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		}
 		fronts = kept
 	}
+	if c.onlyPaths != nil {
+		var kept []path
+		for _, p := range paths {
+			if contains(c.onlyPaths, p.name) {
+				kept = append(kept, p)
+			}
+		}
+		paths = kept
+	}
 	modes := []mode{
 		{name: "h1", h1: true, conns: c.conns, streams: 1},
 		{name: "h2", conns: c.conns, streams: 1},
@@ -260,12 +299,21 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		{name: "one", h1: true, conns: 1, streams: 1},
 		{name: "open", h1: true, open: true},
 	}
+	if c.onlyModes != nil {
+		var kept []mode
+		for _, m := range modes {
+			if contains(c.onlyModes, m.name) {
+				kept = append(kept, m)
+			}
+		}
+		modes = kept
+	}
 
 	res := &results{
 		Started: time.Now().UTC(), Rounds: c.rounds, Duration: c.duration.String(), Warm: c.warm.String(),
-		Conns: c.conns, Streams: c.streams, Smoke: c.smoke, CPUs: runtime.NumCPU(), CaddyEnv: c.caddyEnv, AppEnv: c.appEnv,
-		Versions: versions(caddyBin),
-		Idle:     map[string]map[string]float64{},
+		Conns: c.conns, Streams: c.streams, Smoke: c.smoke, CPUs: runtime.NumCPU(), CaddyEnv: caddyEnv, AppEnv: appEnv,
+		Versions: versions(caddyBin), NginxWorkers: workers,
+		Idle: map[string]map[string]float64{},
 	}
 	for _, f := range fronts {
 		res.Fronts = append(res.Fronts, f.name)
@@ -318,7 +366,17 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 							rate = peak[f.name] / 2
 						}
 					}
+					var profile func() error
+					if c.pprof && f.name == "caddy" && m.name == "h1" {
+						profile = caddyProfile(caddyAdmin, c.warm+c.duration/2, c.duration/2,
+							filepath.Join(c.out, fmt.Sprintf("caddy-%s-h1.pprof", p.name)))
+					}
 					cell, err := runCell(ctx, dir, f, p, m, rate, c)
+					if profile != nil {
+						if err := profile(); err != nil {
+							return err
+						}
+					}
 					if err != nil {
 						return fmt.Errorf("round %d, %s %s %s: %w", round, f.name, p.name, m.name, err)
 					}
@@ -384,6 +442,24 @@ func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate flo
 		out.RSSMiB[role] = mib(rss[role])
 	}
 	return out, nil
+}
+
+// caddyProfile starts taking a CPU profile of Caddy through its admin API,
+// from after until after+d, into file; the returned function waits for it.
+func caddyProfile(admin string, after, d time.Duration, file string) func() error {
+	errc := make(chan error, 1)
+	go func() {
+		time.Sleep(after)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds())))
+		b, err := fetch(url)
+		if err == nil {
+			if err = os.MkdirAll(filepath.Dir(file), 0o755); err == nil {
+				err = os.WriteFile(file, b, 0o644)
+			}
+		}
+		errc <- err
+	}()
+	return func() error { return <-errc }
 }
 
 // quantile is the q-quantile of sorted latencies, in milliseconds.

@@ -40,23 +40,24 @@ type cell struct {
 
 // results is the whole run, written as results.json.
 type results struct {
-	Started  time.Time                     `json:"started"`
-	Smoke    bool                          `json:"smoke"`
-	Rounds   int                           `json:"rounds"`
-	Duration string                        `json:"duration"`
-	Warm     string                        `json:"warm_up"`
-	Conns    int                           `json:"connections"`
-	Streams  int                           `json:"h2_streams"`
-	CPUs     int                           `json:"cpus"`
-	CaddyEnv []string                      `json:"caddy_env,omitempty"`
-	AppEnv   []string                      `json:"app_env,omitempty"`
-	Versions map[string]string             `json:"versions"`
-	Fronts   []string                      `json:"fronts"`
-	Paths    []string                      `json:"paths"`
-	Modes    []string                      `json:"modes"`
-	Idle     map[string]map[string]float64 `json:"idle_rss_mib"` // front → role → MiB
-	Cells    []cell                        `json:"cells"`
-	Medians  []cell                        `json:"medians"`
+	Started      time.Time                     `json:"started"`
+	Smoke        bool                          `json:"smoke"`
+	Rounds       int                           `json:"rounds"`
+	Duration     string                        `json:"duration"`
+	Warm         string                        `json:"warm_up"`
+	Conns        int                           `json:"connections"`
+	Streams      int                           `json:"h2_streams"`
+	CPUs         int                           `json:"cpus"`
+	CaddyEnv     []string                      `json:"caddy_env,omitempty"`
+	AppEnv       []string                      `json:"app_env,omitempty"`
+	NginxWorkers int                           `json:"nginx_workers"`
+	Versions     map[string]string             `json:"versions"`
+	Fronts       []string                      `json:"fronts"`
+	Paths        []string                      `json:"paths"`
+	Modes        []string                      `json:"modes"`
+	Idle         map[string]map[string]float64 `json:"idle_rss_mib"` // front → role → MiB
+	Cells        []cell                        `json:"cells"`
+	Medians      []cell                        `json:"medians"`
 }
 
 func median(v []float64) float64 {
@@ -164,9 +165,9 @@ func (r *results) markdown() string {
 	p("Saturation: %d connections, 1 request in flight each (h1, h2) or %d streams each (h2x%d). "+
 		"one: a single connection, one request at a time. open: a fixed rate (half of nginx's h1 peak on that path), HTTP/1.1.\n",
 		r.Conns, r.Streams, r.Streams)
-	if len(r.CaddyEnv) > 0 || len(r.AppEnv) > 0 {
-		p("Settings changed for this run: Caddy %v, app %v.\n", r.CaddyEnv, r.AppEnv)
-	}
+	p("Go runtime settings (from compose.yaml, then -caddy-env and -app-env): Caddy `%s`, app `%s`; "+
+		"nginx runs %d worker processes, as many as Caddy's GOMAXPROCS.\n",
+		strings.Join(r.CaddyEnv, " "), strings.Join(r.AppEnv, " "), r.NginxWorkers)
 	p("\nVersions: ")
 	var vs []string
 	for _, k := range []string{"caddy", "nginx", "redis", "h2load", "go"} {

@@ -190,10 +190,12 @@ func caddyCert(dataDir string) (cert, key string) {
 
 // startCaddy runs our Caddy with the repository's Caddyfile in front of the
 // app, as scripts/lib.sh's start_caddy does.
-func (ps *procs) startCaddy(bin, caddyfile string, appPort int, extra []string) (*proc, int, string, error) {
+// It returns Caddy's process, its HTTPS port, its data folder and its admin
+// API's address.
+func (ps *procs) startCaddy(bin, caddyfile string, appPort int, extra []string) (p *proc, port int, data, admin string, err error) {
 	ports, err := freePorts(4)
 	if err != nil {
-		return nil, 0, "", err
+		return nil, 0, "", "", err
 	}
 	home := filepath.Join(ps.dir, "caddy-home")
 	env := []string{
@@ -204,9 +206,9 @@ func (ps *procs) startCaddy(bin, caddyfile string, appPort int, extra []string) 
 		"CADDY_ADMIN=127.0.0.1:" + strconv.Itoa(ports[2]), "EDGE_METRICS_PORT=" + strconv.Itoa(ports[3]),
 		"EDGE_GRACE_PERIOD=1s",
 	}
-	p, err := ps.start("caddy", append(env, extra...), bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
+	p, err = ps.start("caddy", append(env, extra...), bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	if err != nil {
-		return nil, 0, "", err
+		return nil, 0, "", "", err
 	}
 	cert, _ := caddyCert(filepath.Join(home, "data"))
 	err = waitFor(30*time.Second, p, func() error {
@@ -215,12 +217,14 @@ func (ps *procs) startCaddy(bin, caddyfile string, appPort int, extra []string) 
 		}
 		return getOK(insecureClient(ports[1]), fmt.Sprintf("https://localhost:%d/about", ports[1]))
 	})
-	return p, ports[1], filepath.Join(home, "data"), err
+	return p, ports[1], filepath.Join(home, "data"), "127.0.0.1:" + strconv.Itoa(ports[2]), err
 }
 
 // startNginx runs the reference nginx (ops/bench/nginx.conf) with Caddy's
 // certificate in front of the app.
-func (ps *procs) startNginx(confTemplate, caddyData string, appPort int) (*proc, int, error) {
+// It gets as many worker processes as Caddy has Go threads running code
+// (GOMAXPROCS), so that both use the same share of the CPUs.
+func (ps *procs) startNginx(confTemplate, caddyData string, appPort, workers int) (*proc, int, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, 0, err
@@ -235,7 +239,7 @@ func (ps *procs) startNginx(confTemplate, caddyData string, appPort int) (*proc,
 	}
 	cert, key := caddyCert(caddyData)
 	var conf bytes.Buffer
-	if err := tmpl.Execute(&conf, map[string]any{"Dir": dir, "Port": port, "AppPort": appPort, "Cert": cert, "Key": key}); err != nil {
+	if err := tmpl.Execute(&conf, map[string]any{"Dir": dir, "Port": port, "AppPort": appPort, "Cert": cert, "Key": key, "Workers": workers}); err != nil {
 		return nil, 0, err
 	}
 	confPath := filepath.Join(dir, "nginx.conf")

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -74,4 +75,24 @@ func BenchmarkRequestPath(b *testing.B) {
 			b.ReportMetric(float64(rt.n.Load()-before)/float64(b.N), "redis-rtt/op")
 		})
 	}
+
+	// The floor under the anonymous page: net/http with a handler that
+	// writes the same bytes and nothing else. scripts/bench compares the two
+	// over real connections.
+	page := e.do("GET", "/", "")
+	body, _ := io.ReadAll(page.Body)
+	page.Body.Close()
+	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(body)
+	})
+	b.Run("bare net/http same page", func(b *testing.B) {
+		for b.Loop() {
+			w := httptest.NewRecorder()
+			bare.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+			if w.Body.Len() != len(body) {
+				b.Fatalf("wrote %d bytes, want %d", w.Body.Len(), len(body))
+			}
+		}
+	})
 }

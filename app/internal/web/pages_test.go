@@ -186,3 +186,31 @@ func TestAccountPages(t *testing.T) {
 		t.Errorf("login = %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// A static page is rendered once for signed-out visitors and kept; a
+// signed-in user still gets their own navigation, and the kept copy never
+// carries it.
+func TestStaticPageSignedOutCopy(t *testing.T) {
+	e := newTestEnv(t)
+	first := readBody(t, e.do("GET", "/", ""))
+	if again := readBody(t, e.do("GET", "/", "")); again != first {
+		t.Fatalf("second signed-out render differs:\n%s\nthen\n%s", first, again)
+	}
+	if !strings.Contains(first, `href="/login"`) || !strings.Contains(first, `aria-current="page">Home`) {
+		t.Fatalf("signed-out home lacks the sign-in link or the current item:\n%s", first)
+	}
+	// Each page keeps its own copy, with its own current item.
+	if about := readBody(t, e.do("GET", "/about", "")); !strings.Contains(about, `aria-current="page">About`) {
+		t.Errorf("about does not mark About as current:\n%s", about)
+	}
+
+	e.do("POST", "/api/users", validUser)
+	cookie := e.login("ann@example.com", "correct horse battery")
+	signedIn := readBody(t, e.do("GET", "/", "", "Cookie", cookie))
+	if !strings.Contains(signedIn, ">Ann</a>") || strings.Contains(signedIn, `href="/login"`) {
+		t.Errorf("signed-in home lacks the user's name or still offers sign-in:\n%s", signedIn)
+	}
+	if after := readBody(t, e.do("GET", "/", "")); after != first || strings.Contains(after, "Ann") {
+		t.Errorf("signed-out home changed after a signed-in visit:\n%s", after)
+	}
+}

@@ -151,7 +151,12 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 	}
 	hdr.Set("Accept-Encoding", "gzip")
 	target := vegeta.Target{Method: p.method, URL: f.url(p), Body: []byte(p.body), Header: hdr}
-	client := &http.Client{Timeout: 10 * time.Second, Transport: loopbackTransport(f.port, nil)}
+	transport := loopbackTransport(f.port, nil)
+	// An open model above a front's capacity opens a connection per waiting
+	// request; close them all after the run, so the next cell does not find
+	// the front holding thousands of idle connections.
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: transport}
 	attack := func(d time.Duration, keep bool) {
 		a := vegeta.NewAttacker(vegeta.Client(client), vegeta.Workers(64), vegeta.MaxWorkers(4096))
 		start := time.Now()

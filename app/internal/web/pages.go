@@ -127,19 +127,28 @@ type errorPage struct {
 // render writes the page name with status. It renders into a buffer first,
 // so a template error becomes a clean error page, not half a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, data pageData) error {
-	t, ok := s.pages.pages[name]
-	if !ok {
-		return fmt.Errorf("render: no page %q", name)
-	}
 	data.Path = r.URL.Path
 	data.RequestID = requestID(r.Context())
 	data.User, _ = currentUser(r) // Redis down: shown as signed out
+	page, err := s.pages.execute(name, data)
+	if err != nil {
+		return err
+	}
+	writePage(w, status, page)
+	return nil
+}
+
+// execute renders the page name with data.
+func (rd *renderer) execute(name string, data pageData) ([]byte, error) {
+	t, ok := rd.pages[name]
+	if !ok {
+		return nil, fmt.Errorf("render: no page %q", name)
+	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
-		return fmt.Errorf("render %s: %w", name, err)
+		return nil, fmt.Errorf("render %s: %w", name, err)
 	}
-	writePage(w, status, buf.Bytes())
-	return nil
+	return buf.Bytes(), nil
 }
 
 func writePage(w http.ResponseWriter, status int, page []byte) {
@@ -188,16 +197,12 @@ func (s *Server) staticPage(name string) handlerFunc {
 			writePage(w, http.StatusOK, c.page)
 			return nil
 		}
-		t, ok := s.pages.pages[name]
-		if !ok {
-			return fmt.Errorf("render: no page %q", name)
+		page, err := s.pages.execute(name, pageData{Path: r.URL.Path})
+		if err != nil {
+			return err
 		}
-		var buf bytes.Buffer
-		if err := t.ExecuteTemplate(&buf, "layout.html", pageData{Path: r.URL.Path}); err != nil {
-			return fmt.Errorf("render %s: %w", name, err)
-		}
-		signedOut.Store(&rendered{path: r.URL.Path, page: buf.Bytes()})
-		writePage(w, http.StatusOK, buf.Bytes())
+		signedOut.Store(&rendered{path: r.URL.Path, page: page})
+		writePage(w, http.StatusOK, page)
 		return nil
 	}
 }

@@ -151,7 +151,7 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 	}
 	hdr.Set("Accept-Encoding", "gzip")
 	target := vegeta.Target{Method: p.method, URL: f.url(p), Body: []byte(p.body), Header: hdr}
-	transport := loopbackTransport(f.port, nil)
+	transport := loopbackTransport(f.port)
 	// An open model above a front's capacity opens a connection per waiting
 	// request; close them all after the run, so the next cell does not find
 	// the front holding thousands of idle connections.
@@ -185,7 +185,7 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 
 // loopbackTransport dials 127.0.0.1:port whatever the URL's host, and takes
 // any certificate: the bench measures, it does not check identity.
-func loopbackTransport(port int, _ *tls.Config) *http.Transport {
+func loopbackTransport(port int) *http.Transport {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {

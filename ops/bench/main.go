@@ -391,13 +391,9 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 			}
 		}
 	}
-	for _, f := range fronts {
-		if p := f.groups["proxy"]; p != 0 {
-			for _, pr := range []*proc{caddy, nginx} {
-				if pg(pr) == p && pr.cmd.ProcessState != nil {
-					return fmt.Errorf("%s exited during the run:\n%s", pr.name, pr.tail())
-				}
-			}
+	for _, p := range []*proc{redis, app, caddy, nginx} {
+		if !p.alive() {
+			return fmt.Errorf("%s exited during the run:\n%s", p.name, p.tail())
 		}
 	}
 	if err := res.write(c.out, stdout); err != nil {

@@ -23,9 +23,20 @@ import (
 // CPU time and memory are those of every process in the group (nginx's
 // workers with their master).
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
+	name   string
+	cmd    *exec.Cmd
+	log    string
+	exited chan struct{} // closed when the process has ended
+}
+
+// alive reports whether the process is still running.
+func (p *proc) alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // procs starts and ends the bench's programs.
@@ -50,7 +61,8 @@ func (ps *procs) start(name string, env []string, argv ...string) (*proc, error)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath}
+	p := &proc{name: name, cmd: cmd, log: logPath, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
 	ps.list = append(ps.list, p)
 	return p, nil
 }
@@ -61,13 +73,11 @@ func (ps *procs) stopAll() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
 	}
 	for _, p := range ps.list {
-		done := make(chan struct{})
-		go func() { _ = p.cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-p.exited:
 		case <-time.After(5 * time.Second):
 			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-done
+			<-p.exited
 		}
 	}
 	ps.list = nil
@@ -110,7 +120,7 @@ func waitFor(d time.Duration, p *proc, check func() error) error {
 		if err == nil {
 			return nil
 		}
-		if p.cmd.ProcessState != nil || time.Now().After(deadline) {
+		if !p.alive() || time.Now().After(deadline) {
 			return fmt.Errorf("%s did not start: %v\n%s", p.name, err, p.tail())
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -300,7 +310,7 @@ func serveBare(addr, bodyFile, cert, key string) error {
 // insecureClient reaches localhost:port on 127.0.0.1 without checking the
 // certificate: only for start-up checks and the setup requests.
 func insecureClient(port int) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: loopbackTransport(port, nil)}
+	return &http.Client{Timeout: 5 * time.Second, Transport: loopbackTransport(port)}
 }
 
 func getOK(c *http.Client, url string) error {

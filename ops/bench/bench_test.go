@@ -104,3 +104,18 @@ func TestRuntimeEnv(t *testing.T) {
 		t.Error("a missing service gave no error")
 	}
 }
+
+func TestOnly(t *testing.T) {
+	modes := []mode{{name: "h1"}, {name: "h2"}, {name: "one"}}
+	name := func(m mode) string { return m.name }
+	if got := only(modes, nil, name); len(got) != 3 {
+		t.Errorf("no filter kept %d of 3", len(got))
+	}
+	got := only(modes, []string{"one", "h1"}, name)
+	if len(got) != 2 || got[0].name != "h1" || got[1].name != "one" {
+		t.Errorf("only(h1, h2, one; one, h1) = %v; want h1 and one, in the original order", got)
+	}
+	if got := only(modes, []string{"nope"}, name); len(got) != 0 {
+		t.Errorf("an unknown name kept %v", got)
+	}
+}

@@ -71,6 +71,20 @@ func (f *front) serves(p path, m mode) bool {
 	return f.paths == nil || contains(f.paths, p.name)
 }
 
+// only keeps the items whose name is in names; nil names keeps them all.
+func only[T any](items []T, names []string, name func(T) string) []T {
+	if names == nil {
+		return items
+	}
+	var kept []T
+	for _, it := range items {
+		if contains(names, name(it)) {
+			kept = append(kept, it)
+		}
+	}
+	return kept
+}
+
 func contains(list []string, s string) bool {
 	for _, v := range list {
 		if v == s {
@@ -274,24 +288,8 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		{name: "bare", port: barePort, paths: []string{"page"}, groups: map[string]int{"app": pg(bare)}},
 		{name: "bare-tls", tls: true, port: bareTLSPort, paths: []string{"page"}, groups: map[string]int{"app": pg(bareTLS)}},
 	}
-	if c.only != nil {
-		var kept []*front
-		for _, f := range fronts {
-			if contains(c.only, f.name) {
-				kept = append(kept, f)
-			}
-		}
-		fronts = kept
-	}
-	if c.onlyPaths != nil {
-		var kept []path
-		for _, p := range paths {
-			if contains(c.onlyPaths, p.name) {
-				kept = append(kept, p)
-			}
-		}
-		paths = kept
-	}
+	fronts = only(fronts, c.only, func(f *front) string { return f.name })
+	paths = only(paths, c.onlyPaths, func(p path) string { return p.name })
 	modes := []mode{
 		{name: "h1", h1: true, conns: c.conns, streams: 1},
 		{name: "h2", conns: c.conns, streams: 1},
@@ -299,15 +297,7 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		{name: "one", h1: true, conns: 1, streams: 1},
 		{name: "open", h1: true, open: true},
 	}
-	if c.onlyModes != nil {
-		var kept []mode
-		for _, m := range modes {
-			if contains(c.onlyModes, m.name) {
-				kept = append(kept, m)
-			}
-		}
-		modes = kept
-	}
+	modes = only(modes, c.onlyModes, func(m mode) string { return m.name })
 
 	res := &results{
 		Started: time.Now().UTC(), Rounds: c.rounds, Duration: c.duration.String(), Warm: c.warm.String(),

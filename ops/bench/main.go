@@ -240,7 +240,7 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		return err
 	}
 	// The bare servers write the bytes of the app's home page.
-	page, err := fetch(fmt.Sprintf("http://127.0.0.1:%d/", appPort))
+	page, err := fetch(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/", appPort))
 	if err != nil {
 		return err
 	}
@@ -437,7 +437,7 @@ func caddyProfile(admin string, after, d time.Duration, file string) func() erro
 	go func() {
 		time.Sleep(after)
 		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, max(1, int(d.Seconds())))
-		b, err := fetch(url)
+		b, err := fetch(http.DefaultClient, url)
 		if err == nil {
 			if err = os.MkdirAll(filepath.Dir(file), 0o755); err == nil {
 				err = os.WriteFile(file, b, 0o644)
@@ -465,18 +465,6 @@ func reversed(fs []*front) []*front {
 		out[len(fs)-1-i] = f
 	}
 	return out
-}
-
-func fetch(url string) ([]byte, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return io.ReadAll(resp.Body)
 }
 
 // versions names what was measured.

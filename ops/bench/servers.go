@@ -313,17 +313,23 @@ func insecureClient(port int) *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: loopbackTransport(port)}
 }
 
+// getOK is fetch for a check: only whether the answer was a 200 counts.
 func getOK(c *http.Client, url string) error {
+	_, err := fetch(c, url)
+	return err
+}
+
+// fetch GETs url with c and returns the body of a 200.
+func fetch(c *http.Client, url string) ([]byte, error) {
 	resp, err := c.Get(url)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return nil
+	return io.ReadAll(resp.Body)
 }
 
 // benchUser signs up the bench's user and signs it in, straight at the app:

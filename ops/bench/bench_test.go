@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -117,5 +118,84 @@ func TestOnly(t *testing.T) {
 	}
 	if got := only(modes, []string{"nope"}, name); len(got) != 0 {
 		t.Errorf("an unknown name kept %v", got)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// A name with a space and a parenthesis, as comm may hold.
+	line := "4242 (docker-proxy (x)) S 1 4240 4240 0 -1 4194560 1 0 0 0 150 50 0 0 20 0 9 0 100 1000000 300 18446744073709551615"
+	s, ok := parseStat([]byte(line))
+	if !ok {
+		t.Fatal("a well-formed stat line did not parse")
+	}
+	if s.comm != "docker-proxy (x)" || s.pgrp != 4240 || s.cpu != 2*time.Second || s.rss != 300*pageSize {
+		t.Errorf("parseStat = %+v; want comm %q, group 4240, 2 s of CPU (200 ticks), 300 pages", s, "docker-proxy (x)")
+	}
+	if _, ok := parseStat([]byte("4242 (short) S 1")); ok {
+		t.Error("a truncated line parsed")
+	}
+}
+
+func TestFrontRequest(t *testing.T) {
+	f := &front{host: "10.203.82.130", port: 3000, user: benchUser{id: "u1", cookie: "__Host-session=abc"}}
+	p := path{target: "/api/users/{id}", headers: []string{"cookie: {cookie}"}}
+	r := f.request(p)
+	if r.target != "/api/users/u1" || r.headers[0] != "cookie: __Host-session=abc" {
+		t.Errorf("request = %+v; want the front's user filled in", r)
+	}
+	if p.headers[0] != "cookie: {cookie}" {
+		t.Error("request changed the shared path's headers")
+	}
+	if got := f.url(r); got != "http://10.203.82.130:3000/api/users/u1" {
+		t.Errorf("url = %s", got)
+	}
+	f.tls, f.port = true, 443
+	if got := f.url(r); got != "https://localhost:443/api/users/u1" {
+		t.Errorf("TLS url = %s; want the certificate's name, localhost", got)
+	}
+}
+
+// TestWrite checks the report of a run with the stack's fronts: its
+// section, Docker's columns, and a chart whose log-scale panel has a front
+// with no figure.
+func TestWrite(t *testing.T) {
+	cpu := func(kv ...float64) map[string]float64 {
+		m := map[string]float64{}
+		for i, role := range []string{"proxy", "app", "redis", "docker-proxy", "docker"}[:len(kv)] {
+			m[role] = kv[i]
+		}
+		return m
+	}
+	r := &results{Rounds: 1, Streams: 10, Conns: 64, Paths: []string{"page"},
+		Fronts: []string{"caddy", "app", "stack", "stack-caddy", "stack-app"},
+		Idle:   map[string]map[string]float64{},
+		Cells: []cell{
+			{Front: "caddy", Path: "page", Mode: "h1", RPS: 1000, CPUus: cpu(100, 40, 5)},
+			{Front: "app", Path: "page", Mode: "one", P99: 1},
+			{Front: "stack", Path: "page", Mode: "h1", RPS: 600, CPUus: cpu(110, 40, 5, 50, 30)},
+			{Front: "stack-caddy", Path: "page", Mode: "h1", RPS: 800, CPUus: cpu(105, 40, 5)},
+			{Front: "stack", Path: "page", Mode: "one", P99: 3},
+			{Front: "stack-caddy", Path: "page", Mode: "one", P99: 2.5},
+			{Front: "stack", Path: "page", Mode: "open", P99: 40},
+			{Front: "caddy", Path: "page", Mode: "open", P99: 0},
+		},
+	}
+	dir := t.TempDir()
+	var out strings.Builder
+	if err := r.write(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	md := out.String()
+	for _, want := range []string{
+		"## The compose stack",
+		"| page | 0.75× | — | 50 µs | +0.50 ms |", // 600 ÷ 800; the port proxy's CPU and p99
+		"CPU µs/req proxy | app | redis | docker-proxy | docker |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "chart.png")); err != nil || st.Size() == 0 {
+		t.Errorf("no chart: %v", err)
 	}
 }

@@ -52,7 +52,7 @@ func h2load(ctx context.Context, dir string, f *front, p path, m mode, warm, d t
 		"-c", strconv.Itoa(m.conns), "-m", strconv.Itoa(m.streams),
 		"--log-file", logFile,
 		"-H", "accept-encoding: gzip",
-		"--connect-to", "127.0.0.1:" + strconv.Itoa(f.port),
+		"--connect-to", f.addr(),
 	}
 	if m.h1 {
 		args = append(args, "--h1")
@@ -151,7 +151,7 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 	}
 	hdr.Set("Accept-Encoding", "gzip")
 	target := vegeta.Target{Method: p.method, URL: f.url(p), Body: []byte(p.body), Header: hdr}
-	transport := loopbackTransport(f.port)
+	transport := transportTo(f.addr())
 	// An open model above a front's capacity opens a connection per waiting
 	// request; close them all after the run, so the next cell does not find
 	// the front holding thousands of idle connections.
@@ -183,13 +183,13 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 	return r, nil
 }
 
-// loopbackTransport dials 127.0.0.1:port whatever the URL's host, and takes
-// any certificate: the bench measures, it does not check identity.
-func loopbackTransport(port int) *http.Transport {
+// transportTo dials addr whatever the URL's host, and takes any
+// certificate: the bench measures, it does not check identity.
+func transportTo(addr string) *http.Transport {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, "127.0.0.1:"+strconv.Itoa(port))
+			return dialer.DialContext(ctx, network, addr)
 		},
 		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback bench only
 		MaxIdleConnsPerHost: 4096,
@@ -205,12 +205,40 @@ type usage struct {
 // clockTick is USER_HZ, the unit of /proc's CPU times: 100 on Linux.
 const clockTick = 10 * time.Millisecond
 
-// groupUsage sums CPU time (user + system) and RSS over every process whose
-// process group is pgid.
-func groupUsage(pgid int) usage {
+// A meter reads the CPU time and resident memory of what plays one role in
+// a cell: a process group the bench started, a container, or some of
+// Docker's processes.
+type meter func() usage
+
+// groupMeter meters every process whose process group is pgid.
+func groupMeter(pgid int) meter {
+	return func() usage { return procsUsage(func(_ string, s procStat) bool { return s.pgrp == pgid }) }
+}
+
+// commUsage sums every process whose name (comm) is one of names.
+func commUsage(names ...string) usage {
+	return procsUsage(func(_ string, s procStat) bool { return contains(names, s.comm) })
+}
+
+// cgroupUsage sums the processes of the cgroup in dir: a container's.
+func cgroupUsage(dir string) usage {
+	b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	pids := strings.Fields(string(b))
+	return procsUsage(func(pid string, _ procStat) bool { return contains(pids, pid) })
+}
+
+// procStat is what the bench reads of a process in /proc/PID/stat.
+type procStat struct {
+	comm string
+	pgrp int
+	cpu  time.Duration // user + system
+	rss  int64         // bytes
+}
+
+// procsUsage sums CPU time and RSS over the processes that keep selects.
+func procsUsage(keep func(pid string, s procStat) bool) usage {
 	var u usage
 	entries, _ := os.ReadDir("/proc")
-	page := int64(os.Getpagesize())
 	for _, e := range entries {
 		if e.Name()[0] < '0' || e.Name()[0] > '9' {
 			continue
@@ -219,31 +247,39 @@ func groupUsage(pgid int) usage {
 		if err != nil {
 			continue
 		}
-		// After "(comm)": state ppid pgrp ... utime(14) stime(15) ... rss(24).
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
+		s, ok := parseStat(b)
+		if ok && keep(e.Name(), s) {
+			u.cpu += s.cpu
+			u.rss += s.rss
 		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 22 {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g != pgid {
-			continue
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		rss, _ := strconv.ParseInt(f[21], 10, 64)
-		u.cpu += time.Duration(ut+st) * clockTick
-		u.rss += rss * page
 	}
 	return u
+}
+
+var pageSize = int64(os.Getpagesize())
+
+// parseStat reads a /proc/PID/stat line: "pid (comm) state ppid pgrp ...",
+// utime and stime the 14th and 15th fields, rss (in pages) the 24th.
+func parseStat(b []byte) (procStat, bool) {
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return procStat{}, false
+	}
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 22 {
+		return procStat{}, false
+	}
+	pgrp, _ := strconv.Atoi(f[2])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	rss, _ := strconv.ParseInt(f[21], 10, 64)
+	return procStat{comm: string(b[open+1 : end]), pgrp: pgrp, cpu: time.Duration(ut+st) * clockTick, rss: rss * pageSize}, true
 }
 
 // sampler follows the groups of one cell: CPU time between mark and stop,
 // and the largest RSS seen meanwhile (every 200 ms).
 type sampler struct {
-	groups map[string]int // role → pgid
+	meters map[string]meter
 	mu     sync.Mutex
 	start  map[string]usage
 	peak   map[string]int64
@@ -251,16 +287,16 @@ type sampler struct {
 	done   chan struct{}
 }
 
-func newSampler(groups map[string]int) *sampler {
-	return &sampler{groups: groups, peak: map[string]int64{}, stopc: make(chan struct{}), done: make(chan struct{})}
+func newSampler(meters map[string]meter) *sampler {
+	return &sampler{meters: meters, peak: map[string]int64{}, stopc: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (s *sampler) mark() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.start = map[string]usage{}
-	for role, g := range s.groups {
-		s.start[role] = groupUsage(g)
+	for role, m := range s.meters {
+		s.start[role] = m()
 	}
 	go func() {
 		defer close(s.done)
@@ -272,8 +308,8 @@ func (s *sampler) mark() {
 				return
 			case <-t.C:
 				s.mu.Lock()
-				for role, g := range s.groups {
-					s.peak[role] = max(s.peak[role], groupUsage(g).rss)
+				for role, m := range s.meters {
+					s.peak[role] = max(s.peak[role], m().rss)
 				}
 				s.mu.Unlock()
 			}
@@ -292,8 +328,8 @@ func (s *sampler) stop() (cpu map[string]time.Duration, rss map[string]int64) {
 	close(s.stopc)
 	<-s.done
 	cpu, rss = map[string]time.Duration{}, map[string]int64{}
-	for role, g := range s.groups {
-		u := groupUsage(g)
+	for role, m := range s.meters {
+		u := m()
 		cpu[role] = u.cpu - s.start[role].cpu
 		rss[role] = max(s.peak[role], u.rss)
 	}

@@ -8,30 +8,38 @@
 // It starts a Redis, the app in production mode, our Caddy with the
 // repository's Caddyfile, the reference nginx (ops/bench/nginx.conf: a
 // benchmark reference, not part of the kit) and a bare net/http server
-// writing the app's home page, each in its own process group. Then, round
-// after round, for each path and each mode, it loads every front in turn
+// writing the app's home page, each in its own process group; and, with
+// -stack (the default), the kit's compose stack as its own project, reached
+// through its published port and at Caddy's and the app's containers
+// directly (ops/bench/stack.go). Then, round after round, for each path and each mode, it loads every front in turn
 // (the order alternates between rounds) and records requests/s, latency
 // percentiles, errors, CPU time per request of the proxy, the app and Redis
-// (from /proc) and their peak resident memory. Figures are the medians over
+// (from /proc; a container's processes from its cgroup) and their peak
+// resident memory. Figures are the medians over
 // rounds. Output: a Markdown table on stdout and in OUT/results.md, the raw
 // data in OUT/results.json, a chart in OUT/chart.png.
 //
-// Load goes to 127.0.0.1 only: h2load (Debian's nghttp2-client) for the
-// closed model, vegeta (pinned in go.mod) for the open model.
+// Load goes to 127.0.0.1 and to the bench's own containers only: h2load
+// (Debian's nghttp2-client) for the closed model, vegeta (pinned in go.mod)
+// for the open model.
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,16 +60,33 @@ type path struct {
 type front struct {
 	name   string
 	tls    bool
+	host   string // the address the load connects to: 127.0.0.1, or a container's
 	port   int
-	paths  []string       // the paths it serves (nil: all)
-	groups map[string]int // role (proxy, app, redis) → process group
+	paths  []string         // the paths it serves (nil: all)
+	meters map[string]meter // role (proxy, app, redis...) → its CPU and memory
+	user   benchUser        // the signed-in path's user, in this front's Redis
 }
 
+// url is p's URL on f: TLS fronts are named localhost, the certificate's
+// name, whatever address the load connects to.
 func (f *front) url(p path) string {
 	if f.tls {
 		return fmt.Sprintf("https://localhost:%d%s", f.port, p.target)
 	}
-	return fmt.Sprintf("http://127.0.0.1:%d%s", f.port, p.target)
+	return fmt.Sprintf("http://%s%s", f.addr(), p.target)
+}
+
+func (f *front) addr() string { return net.JoinHostPort(f.host, strconv.Itoa(f.port)) }
+
+// request is p for f's user: {id} and {cookie} filled in.
+func (f *front) request(p path) path {
+	r := strings.NewReplacer("{id}", f.user.id, "{cookie}", f.user.cookie)
+	p.target = r.Replace(p.target)
+	p.headers = slices.Clone(p.headers)
+	for i, h := range p.headers {
+		p.headers[i] = r.Replace(h)
+	}
+	return p
 }
 
 func (f *front) serves(p path, m mode) bool {
@@ -103,6 +128,7 @@ type config struct {
 	onlyPaths      []string
 	onlyModes      []string
 	pprof          bool
+	stack          bool
 	caddyEnv       envList
 	appEnv         envList
 	smoke          bool
@@ -141,9 +167,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&c.conns, "conns", 64, "connections in the saturation modes")
 	fs.IntVar(&c.streams, "streams", 10, "HTTP/2 streams per connection in the h2x10 mode")
 	fs.StringVar(&c.out, "out", ".artifacts/bench", "folder for results.md, results.json and chart.png")
-	fs.StringVar(&only, "fronts", "", "comma-separated fronts to run (caddy,nginx,app,bare,bare-tls); default all")
+	fs.StringVar(&only, "fronts", "", "comma-separated fronts to run (caddy,nginx,app,bare,bare-tls,stack,stack-caddy,stack-app); default all")
 	fs.StringVar(&onlyPaths, "paths", "", "comma-separated paths to run (page,redis-read,signed-in,write); default all")
 	fs.StringVar(&onlyModes, "modes", "", "comma-separated modes to run (h1,h2,h2x10,one,open); default all (open needs h1)")
+	fs.BoolVar(&c.stack, "stack", true, "also measure the compose stack (project "+stackProject+", Docker and Compose v2, ports 80 and 443 free): "+
+		"through its published port, and at Caddy's and the app's containers directly")
 	fs.BoolVar(&c.pprof, "pprof", false, "save a CPU profile of Caddy (from its admin API) for each h1 cell in OUT/caddy-PATH-h1.pprof")
 	fs.Var(&c.caddyEnv, "caddy-env", "NAME=VALUE for Caddy's environment (repeatable), to try a lever; "+
 		"it overrides the GOGC, GOMEMLIMIT and GOMAXPROCS taken from compose.yaml")
@@ -176,6 +204,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("%s is not installed (apt-get install -y nghttp2-client nginx redis-server)", tool)
 		}
 	}
+	if c.stack {
+		if err := exec.Command("docker", "compose", "version").Run(); err != nil {
+			return errors.New("the stack's fronts need Docker and Compose v2 (bash scripts/install-compose.sh); -stack=false leaves them out")
+		}
+	}
 	return bench(ctx, c, stdout)
 }
 
@@ -189,6 +222,18 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 	defer ps.stopAll()
 
 	log := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", a...) }
+	var st *stack
+	if c.stack {
+		log("bringing up the compose stack (project %s) with scripts/up.sh", stackProject)
+		st, err = startStack(ctx, dir)
+		defer func() {
+			log("removing the compose stack")
+			st.down()
+		}()
+		if err != nil {
+			return err
+		}
+	}
 	log("building the app and our Caddy")
 	appBin, err := build(ctx, dir, "./app", "app")
 	if err != nil {
@@ -258,35 +303,43 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 		return err
 	}
 
-	userID, cookie, err := benchUser(appPort)
+	user, err := signUp(fmt.Sprintf("http://127.0.0.1:%d", appPort))
 	if err != nil {
 		return err
 	}
 	paths := []path{
 		{name: "page", method: "GET", target: "/"},
-		{name: "redis-read", method: "GET", target: "/api/users/" + userID},
-		{name: "signed-in", method: "GET", target: "/api/me", headers: []string{"cookie: " + cookie}},
+		{name: "redis-read", method: "GET", target: "/api/users/{id}"},
+		{name: "signed-in", method: "GET", target: "/api/me", headers: []string{"cookie: {cookie}"}},
 		{name: "write", method: "POST", target: "/api/contact",
 			body:    `{"name":"Bench","email":"bench@example.com","message":"Hello from scripts/bench."}`,
 			headers: []string{"content-type: application/json"}},
 	}
-	pg := func(p *proc) int { return p.cmd.Process.Pid }
-	backend := map[string]int{"app": pg(app), "redis": pg(redis)}
-	with := func(role string, p *proc) map[string]int {
-		m := map[string]int{role: pg(p)}
-		for k, v := range backend {
-			if _, ok := m[k]; !ok {
-				m[k] = v
-			}
-		}
+	pg := func(p *proc) meter { return groupMeter(p.cmd.Process.Pid) }
+	backend := map[string]meter{"app": pg(app), "redis": pg(redis)}
+	with := func(role string, p *proc) map[string]meter {
+		m := maps.Clone(backend)
+		m[role] = pg(p)
 		return m
 	}
+	const lo = "127.0.0.1"
 	fronts := []*front{
-		{name: "caddy", tls: true, port: caddyPort, groups: with("proxy", caddy)},
-		{name: "nginx", tls: true, port: nginxPort, groups: with("proxy", nginx)},
-		{name: "app", port: appPort, groups: backend},
-		{name: "bare", port: barePort, paths: []string{"page"}, groups: map[string]int{"app": pg(bare)}},
-		{name: "bare-tls", tls: true, port: bareTLSPort, paths: []string{"page"}, groups: map[string]int{"app": pg(bareTLS)}},
+		{name: "caddy", tls: true, host: lo, port: caddyPort, meters: with("proxy", caddy), user: user},
+		{name: "nginx", tls: true, host: lo, port: nginxPort, meters: with("proxy", nginx), user: user},
+		{name: "app", host: lo, port: appPort, meters: backend, user: user},
+		{name: "bare", host: lo, port: barePort, paths: []string{"page"}, meters: map[string]meter{"app": pg(bare)}},
+		{name: "bare-tls", tls: true, host: lo, port: bareTLSPort, paths: []string{"page"}, meters: map[string]meter{"app": pg(bareTLS)}},
+	}
+	if st != nil {
+		// The stack's own user, signed up at its app's container.
+		stackUser, err := signUp("http://" + net.JoinHostPort(st.app, "3000"))
+		if err != nil {
+			return fmt.Errorf("the stack: %w", err)
+		}
+		for _, f := range st.fronts() {
+			f.user = stackUser
+			fronts = append(fronts, f)
+		}
 	}
 	fronts = only(fronts, c.only, func(f *front) string { return f.name })
 	paths = only(paths, c.onlyPaths, func(p path) string { return p.name })
@@ -308,8 +361,8 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 	for _, f := range fronts {
 		res.Fronts = append(res.Fronts, f.name)
 		res.Idle[f.name] = map[string]float64{}
-		for role, g := range f.groups {
-			res.Idle[f.name][role] = mib(groupUsage(g).rss)
+		for role, m := range f.meters {
+			res.Idle[f.name][role] = mib(m().rss)
 		}
 	}
 	for _, p := range paths {
@@ -403,7 +456,8 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 }
 
 func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
-	s := newSampler(f.groups)
+	p = f.request(p)
+	s := newSampler(f.meters)
 	var r measured
 	var err error
 	if m.open {

@@ -205,25 +205,95 @@ func (r *results) markdown() string {
 			ratio(r.rps("caddy", path, "h1"), r.rps("app", path, "h1")))
 	}
 
+	if r.hasFront("stack") || r.hasFront("stack-caddy") || r.hasFront("stack-app") {
+		r.stackSection(p)
+	}
+
+	roles := r.roles()
+	header := func(what string) string {
+		h := fmt.Sprintf("%s %s", what, roles[0])
+		for _, role := range roles[1:] {
+			h += " | " + role
+		}
+		return h
+	}
 	p("\n## Every cell (medians)\n\n")
-	p("| path | mode | front | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req proxy | app | redis | peak RSS MiB proxy | app | redis |\n")
-	p("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	p("| path | mode | front | req/s | p50 ms | p99 ms | p99.9 ms | errors | %s | %s |\n", header("CPU µs/req"), header("peak RSS MiB"))
+	p("|---|---|---|--:|--:|--:|--:|--:|%s\n", strings.Repeat("--:|", 2*len(roles)))
 	for _, c := range r.Medians {
 		rps := fmt.Sprintf("%.0f", c.RPS)
 		if c.Rate > 0 {
 			rps = fmt.Sprintf("%.0f (asked %.0f)", c.RPS, c.Rate)
 		}
-		p("| %s | %s | %s | %s | %.2f | %.2f | %.2f | %d | %s | %s | %s | %s | %s | %s |\n",
-			c.Path, c.Mode, c.Front, rps, c.P50, c.P99, c.P999, c.Errors,
-			num(c.CPUus, "proxy"), num(c.CPUus, "app"), num(c.CPUus, "redis"),
-			num(c.RSSMiB, "proxy"), num(c.RSSMiB, "app"), num(c.RSSMiB, "redis"))
+		p("| %s | %s | %s | %s | %.2f | %.2f | %.2f | %d |", c.Path, c.Mode, c.Front, rps, c.P50, c.P99, c.P999, c.Errors)
+		for _, role := range roles {
+			p(" %s |", num(c.CPUus, role))
+		}
+		for _, role := range roles {
+			p(" %s |", num(c.RSSMiB, role))
+		}
+		p("\n")
 	}
 
-	p("\n## Resident memory when idle (MiB, before the first cell)\n\n| front | proxy | app | redis |\n|---|--:|--:|--:|\n")
+	p("\n## Resident memory when idle (MiB, before the first cell)\n\n| front | %s |\n|---|%s\n",
+		strings.Join(roles, " | "), strings.Repeat("--:|", len(roles)))
 	for _, f := range r.Fronts {
-		p("| %s | %s | %s | %s |\n", f, num(r.Idle[f], "proxy"), num(r.Idle[f], "app"), num(r.Idle[f], "redis"))
+		p("| %s |", f)
+		for _, role := range roles {
+			p(" %s |", num(r.Idle[f], role))
+		}
+		p("\n")
 	}
 	return b.String()
+}
+
+// stackSection compares the compose stack's fronts: the published port
+// (Docker's port proxy on loopback) against Caddy's container reached
+// directly, and the containers against the same programs on loopback.
+func (r *results) stackSection(p func(string, ...any)) {
+	h2x := fmt.Sprintf("h2x%d", r.Streams)
+	p("\n## The compose stack\n\n")
+	p("stack: the published port 127.0.0.1:443, through Docker's port proxy; stack-caddy: Caddy's container at its own address; " +
+		"stack-app: the app's container. docker: dockerd, containerd and the shims, which carry every log line.\n\n")
+	p("| path | published ÷ Caddy's container req/s h1 | h2x%d | docker-proxy CPU µs/req h1 | added p99, one connection: port proxy | Caddy's container | "+
+		"Caddy's container ÷ loopback Caddy req/s h1 | its CPU/req | app's container ÷ loopback app req/s h1 | docker CPU µs/req h1 (stack) |\n", r.Streams)
+	p("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, path := range r.Paths {
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", path,
+			ratio(r.rps("stack", path, "h1"), r.rps("stack-caddy", path, "h1")),
+			ratio(r.rps("stack", path, h2x), r.rps("stack-caddy", path, h2x)),
+			us(r.cpu("stack", path, "h1", "docker-proxy")),
+			ms(r.p99("stack", path, "one")-r.p99("stack-caddy", path, "one")),
+			ms(r.p99("stack-caddy", path, "one")-r.p99("stack-app", path, "one")),
+			ratio(r.rps("stack-caddy", path, "h1"), r.rps("caddy", path, "h1")),
+			ratio(r.cpu("stack-caddy", path, "h1", "proxy"), r.cpu("caddy", path, "h1", "proxy")),
+			ratio(r.rps("stack-app", path, "h1"), r.rps("app", path, "h1")),
+			us(r.cpu("stack", path, "h1", "docker")))
+	}
+}
+
+func (r *results) hasFront(name string) bool { return slices.Contains(r.Fronts, name) }
+
+// roles are the columns of the per-role figures: proxy, app and redis, then
+// Docker's when the stack was measured.
+func (r *results) roles() []string {
+	roles := []string{"proxy", "app", "redis"}
+	for _, extra := range []string{"docker-proxy", "docker"} {
+		for _, c := range r.Medians {
+			if _, ok := c.CPUus[extra]; ok {
+				roles = append(roles, extra)
+				break
+			}
+		}
+	}
+	return roles
+}
+
+func (r *results) p99(front, path, mode string) float64 {
+	if c, ok := r.find(front, path, mode); ok {
+		return c.P99
+	}
+	return math.NaN()
 }
 
 func (r *results) rps(front, path, mode string) float64 {
@@ -245,12 +315,7 @@ func (r *results) cpu(front, path, mode, role string) float64 {
 // added is the p99 latency a front adds over the app alone, on one
 // unsaturated connection.
 func (r *results) added(front, path string) float64 {
-	f, ok1 := r.find(front, path, "one")
-	a, ok2 := r.find("app", path, "one")
-	if !ok1 || !ok2 {
-		return math.NaN()
-	}
-	return f.P99 - a.P99
+	return r.p99(front, path, "one") - r.p99("app", path, "one")
 }
 
 type target struct {
@@ -314,6 +379,13 @@ func ms(v float64) string {
 	return fmt.Sprintf("%+.2f ms", v)
 }
 
+func us(v float64) string {
+	if math.IsNaN(v) {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f µs", v)
+}
+
 func num(m map[string]float64, k string) string {
 	v, ok := m[k]
 	if !ok {
@@ -323,7 +395,8 @@ func num(m map[string]float64, k string) string {
 }
 
 // chart draws two panels: HTTP/1.1 saturation req/s and open-model p99
-// latency, per path, one bar per front.
+// latency (on a log scale: an overloaded front's seconds would flatten the
+// others' milliseconds), per path, one bar per front.
 func (r *results) chart(file string) error {
 	panel := func(title, ylabel, mode string, value func(cell) float64) *plot.Plot {
 		p := plot.New()
@@ -353,7 +426,17 @@ func (r *results) chart(file string) error {
 		return p
 	}
 	p1 := panel(fmt.Sprintf("Saturation, HTTP/1.1, %d connections", r.Conns), "requests/s", "h1", func(c cell) float64 { return c.RPS })
-	p2 := panel("Fixed rate (half of nginx's peak): p99 latency", "ms", "open", func(c cell) float64 { return c.P99 })
+	p2 := panel("Fixed rate (half of nginx's peak): p99 latency", "ms (log scale)", "open", func(c cell) float64 { return c.P99 })
+	p2.Y.Scale, p2.Y.Tick.Marker = logFloor{}, plot.LogTicks{Prec: -1}
+	p2.Y.Min = math.Inf(1)
+	for _, c := range r.Medians {
+		if c.Mode == "open" && c.P99 > 0 {
+			p2.Y.Min = math.Min(p2.Y.Min, c.P99/2)
+		}
+	}
+	if math.IsInf(p2.Y.Min, 1) {
+		p2.Y.Min, p2.Y.Max = 0.1, 1
+	}
 	img := vgimg.New(vg.Points(1000), vg.Points(420))
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Points(20), PadTop: vg.Points(10), PadBottom: vg.Points(10), PadLeft: vg.Points(10), PadRight: vg.Points(10)}
@@ -371,10 +454,21 @@ func (r *results) chart(file string) error {
 	return f.Close()
 }
 
+// logFloor is a log scale on which what lies below the axis's minimum (a
+// bar's foot at 0) is drawn at the minimum.
+type logFloor struct{}
+
+func (logFloor) Normalize(min, max, x float64) float64 {
+	return plot.LogScale{}.Normalize(min, max, math.Max(x, min))
+}
+
 var palette = []color.Color{
 	color.RGBA{0x1f, 0x77, 0xb4, 0xff}, // caddy
 	color.RGBA{0x2c, 0xa0, 0x2c, 0xff}, // nginx
 	color.RGBA{0xff, 0x7f, 0x0e, 0xff}, // app
 	color.RGBA{0x7f, 0x7f, 0x7f, 0xff}, // bare
 	color.RGBA{0xbc, 0xbd, 0x22, 0xff}, // bare-tls
+	color.RGBA{0x94, 0x67, 0xbd, 0xff}, // stack
+	color.RGBA{0x17, 0xbe, 0xcf, 0xff}, // stack-caddy
+	color.RGBA{0xd6, 0x27, 0x28, 0xff}, // stack-app
 }

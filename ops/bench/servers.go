@@ -86,8 +86,13 @@ func (ps *procs) stopAll() {
 // tail is the end of p's log, for error messages.
 func (p *proc) tail() string {
 	b, _ := os.ReadFile(p.log)
+	return tail(b, 15)
+}
+
+// tail is the last n lines of b.
+func tail(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // freePort is a loopback port nobody listens on right now.
@@ -310,7 +315,7 @@ func serveBare(addr, bodyFile, cert, key string) error {
 // insecureClient reaches localhost:port on 127.0.0.1 without checking the
 // certificate: only for start-up checks and the setup requests.
 func insecureClient(port int) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: loopbackTransport(port)}
+	return &http.Client{Timeout: 5 * time.Second, Transport: transportTo("127.0.0.1:" + strconv.Itoa(port))}
 }
 
 // getOK is fetch for a check: only whether the answer was a 200 counts.
@@ -332,33 +337,39 @@ func fetch(c *http.Client, url string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
-// benchUser signs up the bench's user and signs it in, straight at the app:
-// its id is the Redis read's path, its cookie the signed-in request's.
-func benchUser(appPort int) (id, cookie string, err error) {
-	base := fmt.Sprintf("http://127.0.0.1:%d", appPort)
+// benchUser is the bench's user in one Redis: its id is the Redis read's
+// path, its cookie the signed-in request's.
+type benchUser struct{ id, cookie string }
+
+// signUp signs up the bench's user and signs it in, straight at the app
+// at base.
+func signUp(base string) (benchUser, error) {
+	var u benchUser
 	const creds = `{"email":"bench@example.com","password":"a bench password for the bench"}`
 	post := func(path, body string) (*http.Response, error) {
 		return http.Post(base+path, "application/json", strings.NewReader(body))
 	}
 	resp, err := post("/api/users", `{"email":"bench@example.com","password":"a bench password for the bench","name":"Bench"}`)
 	if err != nil {
-		return "", "", err
+		return u, err
 	}
-	var u struct{ ID string }
-	err = json.NewDecoder(resp.Body).Decode(&u)
+	var created struct{ ID string }
+	err = json.NewDecoder(resp.Body).Decode(&created)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusCreated || u.ID == "" {
-		return "", "", fmt.Errorf("sign up: %s %v", resp.Status, err)
+	if err != nil || resp.StatusCode != http.StatusCreated || created.ID == "" {
+		return u, fmt.Errorf("sign up: %s %v", resp.Status, err)
 	}
+	u.id = created.ID
 	resp, err = post("/api/sessions", creds)
 	if err != nil {
-		return "", "", err
+		return u, err
 	}
 	resp.Body.Close()
 	for _, c := range resp.Cookies() {
 		if strings.HasSuffix(c.Name, "session") {
-			return u.ID, c.Name + "=" + c.Value, nil
+			u.cookie = c.Name + "=" + c.Value
+			return u, nil
 		}
 	}
-	return "", "", errors.New("sign in: no session cookie: " + resp.Status)
+	return u, errors.New("sign in: no session cookie: " + resp.Status)
 }

@@ -65,8 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	log := newLogger(cfg, stdout)
-	defer func() { _ = log.Sync() }()
+	log, flushLog := newLogger(cfg, stdout)
+	defer flushLog()
 	log.Info("starting", zap.Any("config", cfg.Fields()))
 
 	redisdb.SetLogger(log.Named("redis"))
@@ -183,21 +183,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	return nil
 }
 
-// newLogger returns the one root logger: JSON in production (the keys match
-// Caddy's, so one pipeline reads both), readable console lines in development.
-func newLogger(cfg config.Config, out io.Writer) *zap.Logger {
+// newLogger returns the one root logger, and a function that writes out what
+// it still holds: JSON in production (the keys match Caddy's, so one
+// pipeline reads both), readable console lines in development.
+//
+// In production the lines go out in batches, at least every logFlush: in the
+// stack every write crosses a pipe into Docker's log path. One write per
+// access line cost the app a quarter of its CPU per request, and Docker's
+// engine almost as much again (scripts/bench: 98 and 59 µs against 72 and 6).
+func newLogger(cfg config.Config, out io.Writer) (*zap.Logger, func()) {
 	enc := zap.NewProductionEncoderConfig()
-	var encoder zapcore.Encoder
-	if cfg.Production() {
-		encoder = zapcore.NewJSONEncoder(enc)
-	} else {
+	if !cfg.Production() {
 		enc.EncodeTime = zapcore.ISO8601TimeEncoder
 		enc.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		encoder = zapcore.NewConsoleEncoder(enc)
+		core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(out)), cfg.LogLevel)
+		log := zap.New(core, zap.AddCaller())
+		return log, func() { _ = log.Sync() }
 	}
-	core := zapcore.NewCore(encoder, zapcore.Lock(zapcore.AddSync(out)), cfg.LogLevel)
-	return zap.New(core, zap.AddCaller())
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(out), Size: logBuffer, FlushInterval: logFlush}
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(enc), ws, cfg.LogLevel), zap.AddCaller())
+	return log, func() { _ = ws.Stop() }
 }
+
+// The production log's batches: at most logBuffer bytes, held at most
+// logFlush. A crash loses what is held; a shutdown writes it out.
+const (
+	logBuffer = 64 << 10
+	logFlush  = 200 * time.Millisecond
+)
 
 // internalHandler serves what only operators may see: /metrics, and pprof in
 // development. Caddy never routes here; in the stack the port is not published.

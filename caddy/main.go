@@ -1,6 +1,7 @@
 // Command caddy is the kit's edge: upstream Caddy with its standard modules,
-// built from the version pinned in the root go.mod. It keeps the shape of
-// upstream's cmd/caddy/main.go; add a module import below only when the
+// built from the version pinned in the root go.mod, and one module of ours:
+// the access log's buffered_stdout writer (bufferedlog.go). It keeps the
+// shape of upstream's cmd/caddy/main.go; add a module only when the
 // Caddyfile cannot say what is needed.
 //
 // Because Caddy is a dependency of this module, `caddy version` reports the

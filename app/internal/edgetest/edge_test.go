@@ -411,6 +411,8 @@ func TestEdge(t *testing.T) {
 				t.Errorf("caddy's log contains a secret (%.8s…)", secret)
 			}
 		}
+		// The app writes its lines in batches: wait for this request's.
+		s.appLog.waitLine(t, "request_id "+id, func(l map[string]any) bool { return l["request_id"] == id })
 		if strings.Contains(s.appLog.String(), session.Value) {
 			t.Errorf("the app's log contains the session id")
 		}
@@ -493,6 +495,31 @@ func TestEdgeAppCrash(t *testing.T) {
 
 	s.app.stop(t, syscall.SIGKILL)
 	checkAppDown(t, h2, s, hstsPreload, http.StatusBadGateway, http.StatusServiceUnavailable)
+}
+
+// TestAccessLogOnStop: Caddy writes its access lines in batches
+// (caddy/bufferedlog.go); a line held when it stops must still be written.
+// (The app's batches: TestRun checks its last line, "stopped".)
+func TestAccessLogOnStop(t *testing.T) {
+	t.Parallel()
+	// Held for an hour: only the writing out on exit can write it.
+	s := startStack(t, stackConfig{caddy: map[string]string{"EDGE_LOG_FLUSH": "1h"}})
+	c := s.client("h2")
+	resp, _ := do(t, c, newRequest(t, http.MethodGet, s.url("/about"), nil))
+	id := resp.Header.Get("X-Request-ID")
+	if resp.StatusCode != http.StatusOK || id == "" {
+		t.Fatalf("GET /about = %d, X-Request-ID %q", resp.StatusCode, id)
+	}
+	// With no connection open Caddy exits at once, not after its grace
+	// period.
+	c.CloseIdleConnections()
+	s.caddy.stop(t, syscall.SIGTERM)
+	for _, l := range s.caddy.stdout.jsonLines() {
+		if l["request_id"] == id {
+			return
+		}
+	}
+	t.Errorf("after SIGTERM, Caddy's log lacks the line of request %s:\n%s", id, tail(s.caddy.stdout.String(), 10))
 }
 
 // checkAppDown asks for an API route and a page at once while the app is

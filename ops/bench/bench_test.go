@@ -176,7 +176,7 @@ func TestWrite(t *testing.T) {
 			{Front: "stack-caddy", Path: "page", Mode: "h1", RPS: 800, CPUus: cpu(105, 40, 5)},
 			{Front: "stack", Path: "page", Mode: "one", P99: 3},
 			{Front: "stack-caddy", Path: "page", Mode: "one", P99: 2.5},
-			{Front: "stack", Path: "page", Mode: "open", P99: 40},
+			{Front: "stack", Path: "page", Mode: "open", P99: 40, Errors: 7, Restarts: 1},
 			{Front: "caddy", Path: "page", Mode: "open", P99: 0},
 		},
 	}
@@ -190,6 +190,8 @@ func TestWrite(t *testing.T) {
 		"## The compose stack",
 		"| page | 0.75× | — | 50 µs | +0.50 ms |", // 600 ÷ 800; the port proxy's CPU and p99
 		"CPU µs/req proxy | app | redis | docker-proxy | docker |",
+		"| 7 (1 container restarts) |",
+		"Docker restarted a container (a crash, or killed at its memory limit) during: stack page open (1).",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results.md lacks %q:\n%s", want, md)

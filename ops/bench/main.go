@@ -65,6 +65,7 @@ type front struct {
 	paths  []string         // the paths it serves (nil: all)
 	meters map[string]meter // role (proxy, app, redis...) → its CPU and memory
 	user   benchUser        // the signed-in path's user, in this front's Redis
+	stack  *stack           // the compose stack the front belongs to, if any
 }
 
 // url is p's URL on f: TLS fronts are named localhost, the certificate's
@@ -428,8 +429,8 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 						peak[f.name] = cell.RPS
 					}
 					res.Cells = append(res.Cells, cell)
-					log("[%d/%d] round %d %-8s %-10s %-5s %8.0f req/s  p99 %7.2f ms  errors %d",
-						done, total*c.rounds, round, f.name, p.name, m.name, cell.RPS, cell.P99, cell.Errors)
+					log("[%d/%d] round %d %-11s %-10s %-5s %8.0f req/s  p99 %7.2f ms  errors %d%s",
+						done, total*c.rounds, round, f.name, p.name, m.name, cell.RPS, cell.P99, cell.Errors, restarted(cell))
 				}
 			}
 		}
@@ -456,6 +457,31 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 }
 
 func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
+	if f.stack != nil {
+		before, err := f.stack.restarts(ctx)
+		if err != nil {
+			return cell{}, err
+		}
+		out, err := measure(ctx, dir, f, p, m, rate, c)
+		if err != nil {
+			return out, err
+		}
+		after, err := f.stack.restarts(ctx)
+		if err != nil {
+			return out, err
+		}
+		// A container the load got killed: count it, and let Docker bring
+		// it back before the next cell.
+		if out.Restarts = after - before; out.Restarts > 0 {
+			err = f.stack.waitHealthy(ctx, 2*time.Minute)
+		}
+		return out, err
+	}
+	return measure(ctx, dir, f, p, m, rate, c)
+}
+
+// measure runs one cell's load and samples its processes.
+func measure(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
 	p = f.request(p)
 	s := newSampler(f.meters)
 	var r measured
@@ -482,6 +508,13 @@ func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate flo
 		out.RSSMiB[role] = mib(rss[role])
 	}
 	return out, nil
+}
+
+func restarted(c cell) string {
+	if c.Restarts == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  CONTAINERS RESTARTED: %d", c.Restarts)
 }
 
 // caddyProfile starts taking a CPU profile of Caddy through its admin API,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,8 +27,9 @@ type cell struct {
 	Front    string             `json:"front"`
 	Path     string             `json:"path"`
 	Mode     string             `json:"mode"`
-	Requests int64              `json:"requests"` // 2xx answers
-	Errors   int64              `json:"errors"`   // everything else
+	Requests int64              `json:"requests"`                     // 2xx answers
+	Errors   int64              `json:"errors"`                       // everything else
+	Restarts int                `json:"container_restarts,omitempty"` // the stack's containers Docker restarted during the cell
 	Seconds  float64            `json:"seconds"`
 	RPS      float64            `json:"rps"`
 	Rate     float64            `json:"rate,omitempty"` // open model: the rate asked for
@@ -105,6 +107,7 @@ func (r *results) medians() []cell {
 		for _, c := range cs {
 			m.Requests += c.Requests
 			m.Errors += c.Errors
+			m.Restarts += c.Restarts
 			for role, v := range c.RSSMiB {
 				m.RSSMiB[role] = math.Max(m.RSSMiB[role], v)
 			}
@@ -225,7 +228,11 @@ func (r *results) markdown() string {
 		if c.Rate > 0 {
 			rps = fmt.Sprintf("%.0f (asked %.0f)", c.RPS, c.Rate)
 		}
-		p("| %s | %s | %s | %s | %.2f | %.2f | %.2f | %d |", c.Path, c.Mode, c.Front, rps, c.P50, c.P99, c.P999, c.Errors)
+		errs := strconv.FormatInt(c.Errors, 10)
+		if c.Restarts > 0 {
+			errs += fmt.Sprintf(" (%d container restarts)", c.Restarts)
+		}
+		p("| %s | %s | %s | %s | %.2f | %.2f | %.2f | %s |", c.Path, c.Mode, c.Front, rps, c.P50, c.P99, c.P999, errs)
 		for _, role := range roles {
 			p(" %s |", num(c.CPUus, role))
 		}
@@ -269,6 +276,15 @@ func (r *results) stackSection(p func(string, ...any)) {
 			ratio(r.cpu("stack-caddy", path, "h1", "proxy"), r.cpu("caddy", path, "h1", "proxy")),
 			ratio(r.rps("stack-app", path, "h1"), r.rps("app", path, "h1")),
 			us(r.cpu("stack", path, "h1", "docker")))
+	}
+	var killed []string
+	for _, c := range r.Medians {
+		if c.Restarts > 0 {
+			killed = append(killed, fmt.Sprintf("%s %s %s (%d)", c.Front, c.Path, c.Mode, c.Restarts))
+		}
+	}
+	if len(killed) > 0 {
+		p("\nDocker restarted a container (a crash, or killed at its memory limit) during: %s.\n", strings.Join(killed, ", "))
 	}
 }
 

@@ -38,8 +38,9 @@ var stackSettings = []string{
 // stack is the running bench project.
 type stack struct {
 	envFile string
-	caddy   string // Caddy's address on the edge network
-	app     string // the app's
+	caddy   string            // Caddy's address on the edge network
+	app     string            // the app's
+	ids     map[string]string // service → container id
 	meters  map[string]meter
 }
 
@@ -57,15 +58,16 @@ func startStack(ctx context.Context, dir string) (*stack, error) {
 	if out, err := s.script(ctx, "scripts/up.sh"); err != nil {
 		return nil, fmt.Errorf("up.sh: %w\n%s", err, tail(out, 40))
 	}
-	s.meters = map[string]meter{}
+	s.meters, s.ids = map[string]meter{}, map[string]string{}
 	for _, svc := range []string{"caddy", "app", "redis"} {
 		id, err := compose(ctx, s.envFile, "ps", "-q", svc)
 		if err != nil {
 			return nil, err
 		}
+		s.ids[svc] = strings.TrimSpace(id)
 		out, err := exec.CommandContext(ctx, "docker", "inspect", "-f",
 			`{{.State.Pid}} {{with index .NetworkSettings.Networks "`+stackProject+`_edge"}}{{.IPAddress}}{{end}}`,
-			strings.TrimSpace(id)).Output()
+			s.ids[svc]).Output()
 		if err != nil {
 			return nil, fmt.Errorf("docker inspect %s: %w", svc, err)
 		}
@@ -103,9 +105,51 @@ func (s *stack) fronts() []*front {
 		return m
 	}
 	return []*front{
-		{name: "stack", tls: true, host: "127.0.0.1", port: 443, meters: pick("proxy", "app", "redis", "docker-proxy", "docker")},
-		{name: "stack-caddy", tls: true, host: s.caddy, port: 443, meters: pick("proxy", "app", "redis", "docker")},
-		{name: "stack-app", host: s.app, port: 3000, meters: pick("app", "redis", "docker")},
+		{name: "stack", tls: true, host: "127.0.0.1", port: 443, meters: pick("proxy", "app", "redis", "docker-proxy", "docker"), stack: s},
+		{name: "stack-caddy", tls: true, host: s.caddy, port: 443, meters: pick("proxy", "app", "redis", "docker"), stack: s},
+		{name: "stack-app", host: s.app, port: 3000, meters: pick("app", "redis", "docker"), stack: s},
+	}
+}
+
+// restarts is how many times Docker has restarted the stack's containers
+// (a crash, or the kernel killing one at its memory limit).
+func (s *stack) restarts(ctx context.Context) (int, error) {
+	args := []string{"inspect", "-f", "{{.RestartCount}}"}
+	for _, id := range s.ids {
+		args = append(args, id)
+	}
+	out, err := exec.CommandContext(ctx, "docker", args...).Output()
+	if err != nil {
+		return 0, fmt.Errorf("docker inspect: %w", err)
+	}
+	n := 0
+	for _, f := range strings.Fields(string(out)) {
+		v, _ := strconv.Atoi(f)
+		n += v
+	}
+	return n, nil
+}
+
+// waitHealthy waits until Docker reports every container healthy again.
+func (s *stack) waitHealthy(ctx context.Context, d time.Duration) error {
+	args := []string{"inspect", "-f", "{{.State.Health.Status}}"}
+	for _, id := range s.ids {
+		args = append(args, id)
+	}
+	deadline := time.Now().Add(d)
+	for {
+		out, err := exec.CommandContext(ctx, "docker", args...).Output()
+		if err == nil && strings.Count(string(out), "healthy") == len(s.ids) && !strings.Contains(string(out), "unhealthy") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the stack's containers were not healthy again within %s: %s", d, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 }
 

@@ -63,6 +63,7 @@ type front struct {
 	host   string // the address the load connects to: 127.0.0.1, or a container's
 	port   int
 	paths  []string         // the paths it serves (nil: all)
+	skip   []string         // modes it is not measured in
 	meters map[string]meter // role (proxy, app, redis...) → its CPU and memory
 	user   benchUser        // the signed-in path's user, in this front's Redis
 	stack  *stack           // the compose stack the front belongs to, if any
@@ -94,7 +95,7 @@ func (f *front) serves(p path, m mode) bool {
 	if !m.h1 && !f.tls {
 		return false // no HTTP/2 without TLS (no h2c)
 	}
-	return f.paths == nil || contains(f.paths, p.name)
+	return !contains(f.skip, m.name) && (f.paths == nil || contains(f.paths, p.name))
 }
 
 // only keeps the items whose name is in names; nil names keeps them all.

@@ -2,7 +2,7 @@
 // with a reference nginx in front of the same app, on loopback. Run it as
 // scripts/bench (the README's "Performance" section says how to read it):
 //
-//	scripts/bench            the full run: 2 rounds of 8 s cells, about 20 minutes
+//	scripts/bench            the full run: 2 rounds of 8 s cells, about 40 minutes
 //	scripts/bench -smoke     a few seconds per cell, to check that it works
 //
 // It starts a Redis, the app in production mode, our Caddy with the

@@ -46,36 +46,36 @@ type stack struct {
 
 // startStack writes the env file and runs scripts/up.sh, the kit's one
 // command, on the bench's project: the images are built from this checkout
-// (staged on this host unless SITEKIT_BUILD says otherwise). The caller
-// must call down, also when startStack fails.
+// (staged on this host unless SITEKIT_BUILD says otherwise). It returns
+// the stack also with an error: the caller must call down either way.
 func startStack(ctx context.Context, dir string) (*stack, error) {
 	s := &stack{envFile: filepath.Join(dir, "stack.env"), caddy: stackSubnet + ".2"}
 	s.down() // what a killed run left behind
 	build := "SITEKIT_BUILD=" + cmp.Or(os.Getenv("SITEKIT_BUILD"), "local")
 	if out, err := s.script(ctx, append([]string{"scripts/init-env.sh", build}, stackSettings...)...); err != nil {
-		return nil, fmt.Errorf("init-env.sh: %w\n%s", err, out)
+		return s, fmt.Errorf("init-env.sh: %w\n%s", err, out)
 	}
 	if out, err := s.script(ctx, "scripts/up.sh"); err != nil {
-		return nil, fmt.Errorf("up.sh: %w\n%s", err, tail(out, 40))
+		return s, fmt.Errorf("up.sh: %w\n%s", err, tail(out, 40))
 	}
 	s.meters, s.ids = map[string]meter{}, map[string]string{}
 	for _, svc := range []string{"caddy", "app", "redis"} {
 		id, err := compose(ctx, s.envFile, "ps", "-q", svc)
 		if err != nil {
-			return nil, err
+			return s, err
 		}
 		s.ids[svc] = strings.TrimSpace(id)
 		out, err := exec.CommandContext(ctx, "docker", "inspect", "-f",
 			`{{.State.Pid}} {{with index .NetworkSettings.Networks "`+stackProject+`_edge"}}{{.IPAddress}}{{end}}`,
 			s.ids[svc]).Output()
 		if err != nil {
-			return nil, fmt.Errorf("docker inspect %s: %w", svc, err)
+			return s, fmt.Errorf("docker inspect %s: %w", svc, err)
 		}
 		f := strings.Fields(string(out))
 		pid, _ := strconv.Atoi(f[0])
 		cg, err := cgroupDir(pid)
 		if err != nil {
-			return nil, fmt.Errorf("%s's cgroup: %w", svc, err)
+			return s, fmt.Errorf("%s's cgroup: %w", svc, err)
 		}
 		role := map[string]string{"caddy": "proxy"}[svc]
 		s.meters[cmp.Or(role, svc)] = func() usage { return cgroupUsage(cg) }
@@ -84,7 +84,7 @@ func startStack(ctx context.Context, dir string) (*stack, error) {
 		}
 	}
 	if s.app == "" {
-		return nil, fmt.Errorf("the app container has no address on %s_edge", stackProject)
+		return s, fmt.Errorf("the app container has no address on %s_edge", stackProject)
 	}
 	// Docker's own processes: the port proxy that carries the published
 	// port on loopback, and the engine (dockerd, containerd and the

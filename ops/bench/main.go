@@ -133,6 +133,7 @@ type config struct {
 	stack          bool
 	caddyEnv       envList
 	appEnv         envList
+	stackEnv       envList
 	smoke          bool
 	caddyfile      string
 	nginxConf      string
@@ -178,6 +179,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Var(&c.caddyEnv, "caddy-env", "NAME=VALUE for Caddy's environment (repeatable), to try a lever; "+
 		"it overrides the GOGC, GOMEMLIMIT and GOMAXPROCS taken from compose.yaml")
 	fs.Var(&c.appEnv, "app-env", "NAME=VALUE for the app's environment (repeatable), likewise")
+	fs.Var(&c.stackEnv, "stack-env", "NAME=VALUE for the stack's env file (repeatable), such as EDGE_MAX_CONNS=512, likewise")
 	fs.StringVar(&c.caddyfile, "caddyfile", "Caddyfile", "the Caddyfile to run")
 	fs.StringVar(&c.nginxConf, "nginx-conf", "ops/bench/nginx.conf", "the reference nginx's configuration template")
 	// The bare server: this program, started again by the bench.
@@ -227,7 +229,7 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 	var st *stack
 	if c.stack {
 		log("bringing up the compose stack (project %s) with scripts/up.sh", stackProject)
-		st, err = startStack(ctx, dir)
+		st, err = startStack(ctx, dir, c.stackEnv)
 		defer func() {
 			log("removing the compose stack")
 			st.down()
@@ -357,6 +359,7 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 	res := &results{
 		Started: time.Now().UTC(), Rounds: c.rounds, Duration: c.duration.String(), Warm: c.warm.String(),
 		Conns: c.conns, Streams: c.streams, Smoke: c.smoke, CPUs: runtime.NumCPU(), CaddyEnv: caddyEnv, AppEnv: appEnv,
+		StackEnv: c.stackEnv,
 		Versions: versions(caddyBin), NginxWorkers: workers,
 		Idle: map[string]map[string]float64{},
 	}

@@ -51,6 +51,7 @@ type results struct {
 	Streams      int                           `json:"h2_streams"`
 	CPUs         int                           `json:"cpus"`
 	CaddyEnv     []string                      `json:"caddy_env,omitempty"`
+	StackEnv     []string                      `json:"stack_env,omitempty"`
 	AppEnv       []string                      `json:"app_env,omitempty"`
 	NginxWorkers int                           `json:"nginx_workers"`
 	Versions     map[string]string             `json:"versions"`
@@ -171,6 +172,9 @@ func (r *results) markdown() string {
 	p("Go runtime settings (from compose.yaml, then -caddy-env and -app-env): Caddy `%s`, app `%s`; "+
 		"nginx runs %d worker processes, as many as Caddy's GOMAXPROCS.\n",
 		strings.Join(r.CaddyEnv, " "), strings.Join(r.AppEnv, " "), r.NginxWorkers)
+	if len(r.StackEnv) > 0 {
+		p("The stack's settings changed with -stack-env: `%s`.\n", strings.Join(r.StackEnv, " "))
+	}
 	p("\nVersions: ")
 	var vs []string
 	for _, k := range []string{"caddy", "nginx", "redis", "h2load", "go"} {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,11 +49,12 @@ type stack struct {
 // command, on the bench's project: the images are built from this checkout
 // (staged on this host unless SITEKIT_BUILD says otherwise). It returns
 // the stack also with an error: the caller must call down either way.
-func startStack(ctx context.Context, dir string) (*stack, error) {
+// settings (NAME=VALUE) go into the env file after stackSettings.
+func startStack(ctx context.Context, dir string, settings []string) (*stack, error) {
 	s := &stack{envFile: filepath.Join(dir, "stack.env"), caddy: stackSubnet + ".2"}
 	s.down() // what a killed run left behind
 	build := "SITEKIT_BUILD=" + cmp.Or(os.Getenv("SITEKIT_BUILD"), "local")
-	if out, err := s.script(ctx, append([]string{"scripts/init-env.sh", build}, stackSettings...)...); err != nil {
+	if out, err := s.script(ctx, slices.Concat([]string{"scripts/init-env.sh", build}, stackSettings, settings)...); err != nil {
 		return s, fmt.Errorf("init-env.sh: %w\n%s", err, out)
 	}
 	if out, err := s.script(ctx, "scripts/up.sh"); err != nil {

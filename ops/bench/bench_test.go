@@ -200,4 +200,19 @@ func TestWrite(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "chart.png")); err != nil || st.Size() == 0 {
 		t.Errorf("no chart: %v", err)
 	}
+
+	// -report writes the same report again from results.json alone.
+	os.Remove(filepath.Join(dir, "results.md"))
+	os.Remove(filepath.Join(dir, "chart.png"))
+	out.Reset()
+	if err := rewrite(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	again, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil || string(again) != md || out.String() != md {
+		t.Errorf("the report written from results.json differs (%v):\n%s", err, again)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "chart.png")); err != nil {
+		t.Errorf("no chart from results.json: %v", err)
+	}
 }

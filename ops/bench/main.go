@@ -136,6 +136,7 @@ type config struct {
 	stackEnv       envList
 	smoke          bool
 	caddyfile      string
+	report         string
 	nginxConf      string
 	bareBody       string
 	bareListen     string
@@ -182,6 +183,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Var(&c.stackEnv, "stack-env", "NAME=VALUE for the stack's env file (repeatable), such as EDGE_MAX_CONNS=512, likewise")
 	fs.StringVar(&c.caddyfile, "caddyfile", "Caddyfile", "the Caddyfile to run")
 	fs.StringVar(&c.nginxConf, "nginx-conf", "ops/bench/nginx.conf", "the reference nginx's configuration template")
+	fs.StringVar(&c.report, "report", "", "measure nothing: write the tables and the chart again from DIR/results.json into DIR (after a change to the report)")
 	// The bare server: this program, started again by the bench.
 	fs.StringVar(&c.bareListen, "bare-listen", "", "internal: serve the bare page on this address")
 	fs.StringVar(&c.bareBody, "bare-body", "", "internal: the bare page's bytes")
@@ -192,6 +194,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if c.bareListen != "" {
 		return serveBare(c.bareListen, c.bareBody, c.bareCert, c.bareKey)
+	}
+	if c.report != "" {
+		return rewrite(c.report, stdout)
 	}
 	split := func(s string) []string {
 		if s == "" {

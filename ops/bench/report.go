@@ -156,6 +156,19 @@ func (r *results) write(dir string, stdout io.Writer) error {
 	return nil
 }
 
+// rewrite writes dir's report again from its results.json.
+func rewrite(dir string, stdout io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var r results
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s/results.json: %w", dir, err)
+	}
+	return r.write(dir, stdout)
+}
+
 func (r *results) markdown() string {
 	var b strings.Builder
 	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
@@ -416,13 +429,15 @@ func num(m map[string]float64, k string) string {
 
 // chart draws two panels: HTTP/1.1 saturation req/s and open-model p99
 // latency (on a log scale: an overloaded front's seconds would flatten the
-// others' milliseconds), per path, one bar per front.
+// others' milliseconds), per path, one bar per front; the fronts' legend
+// stands on its own to the right, clear of the bars.
 func (r *results) chart(file string) error {
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
 	panel := func(title, ylabel, mode string, value func(cell) float64) *plot.Plot {
 		p := plot.New()
 		p.Title.Text = title
 		p.Y.Label.Text = ylabel
-		p.Legend.Top = true
 		w := vg.Points(10)
 		n := len(r.Fronts)
 		for i, f := range r.Fronts {
@@ -440,9 +455,14 @@ func (r *results) chart(file string) error {
 			bars.Color = palette[i%len(palette)]
 			bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * w
 			p.Add(bars)
-			p.Legend.Add(f, bars)
+			if mode == "h1" {
+				legend.Add(f, bars)
+			}
 		}
 		p.NominalX(r.Paths...)
+		// Room for each path's outer bars: the axis would end at the
+		// last path's centre.
+		p.X.Min, p.X.Max = -0.5, float64(len(r.Paths))-0.5
 		return p
 	}
 	p1 := panel(fmt.Sprintf("Saturation, HTTP/1.1, %d connections", r.Conns), "requests/s", "h1", func(c cell) float64 { return c.RPS })
@@ -457,12 +477,14 @@ func (r *results) chart(file string) error {
 	if math.IsInf(p2.Y.Min, 1) {
 		p2.Y.Min, p2.Y.Max = 0.1, 1
 	}
-	img := vgimg.New(vg.Points(1000), vg.Points(420))
+	const legendWidth = 110
+	img := vgimg.New(vg.Points(1000+legendWidth), vg.Points(420))
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Points(20), PadTop: vg.Points(10), PadBottom: vg.Points(10), PadLeft: vg.Points(10), PadRight: vg.Points(10)}
-	canvases := plot.Align([][]*plot.Plot{{p1, p2}}, tiles, dc)
+	canvases := plot.Align([][]*plot.Plot{{p1, p2}}, tiles, draw.Crop(dc, 0, -vg.Points(legendWidth), 0, 0))
 	p1.Draw(canvases[0][0])
 	p2.Draw(canvases[0][1])
+	legend.Draw(draw.Crop(dc, vg.Points(1000), -vg.Points(10), 0, -vg.Points(40)))
 	f, err := os.Create(file)
 	if err != nil {
 		return err

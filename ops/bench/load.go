@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,6 +38,7 @@ type measured struct {
 	seconds          float64
 	latencies        []time.Duration // sorted
 	rate             float64         // open model: the rate asked for
+	firstError       string          // open model: what the first failed request met
 }
 
 // h2load runs Debian's h2load for d after warm (closed model): conns
@@ -165,6 +167,9 @@ func vegetaRun(ctx context.Context, f *front, p path, rate float64, warm, d time
 				continue
 			}
 			if res.Error != "" || res.Code < 200 || res.Code >= 300 {
+				if r.errors == 0 {
+					r.firstError = cmp.Or(res.Error, fmt.Sprintf("HTTP %d", res.Code))
+				}
 				r.errors++
 				continue
 			}

@@ -438,8 +438,12 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 						peak[f.name] = cell.RPS
 					}
 					res.Cells = append(res.Cells, cell)
-					log("[%d/%d] round %d %-11s %-10s %-5s %8.0f req/s  p99 %7.2f ms  errors %d%s",
-						done, total*c.rounds, round, f.name, p.name, m.name, cell.RPS, cell.P99, cell.Errors, restarted(cell))
+					first := ""
+					if cell.FirstErr != "" {
+						first = " (the first: " + cell.FirstErr + ")"
+					}
+					log("[%d/%d] round %d %-11s %-10s %-5s %8.0f req/s  p99 %7.2f ms  errors %d%s%s",
+						done, total*c.rounds, round, f.name, p.name, m.name, cell.RPS, cell.P99, cell.Errors, first, restarted(cell))
 				}
 			}
 		}
@@ -466,6 +470,13 @@ func bench(ctx context.Context, c config, stdout io.Writer) error {
 }
 
 func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
+	if m.open {
+		// An overloaded front goes on working through what queued after
+		// the load stops, and the next front (which shares the app and
+		// Redis) would meet it in its own warm-up: nginx's open cells after
+		// Caddy's lost hundreds of requests that way, and none when first.
+		defer settle(ctx, f)
+	}
 	if f.stack != nil {
 		before, err := f.stack.restarts(ctx)
 		if err != nil {
@@ -489,6 +500,32 @@ func runCell(ctx context.Context, dir string, f *front, p path, m mode, rate flo
 	return measure(ctx, dir, f, p, m, rate, c)
 }
 
+// settle waits until f's processes are idle again (under a tenth of a CPU
+// over a quarter of a second), for at most 30 s.
+func settle(ctx context.Context, f *front) {
+	busy := func() time.Duration {
+		var t time.Duration
+		for _, m := range f.meters {
+			t += m().cpu
+		}
+		return t
+	}
+	const every = 250 * time.Millisecond
+	last := busy()
+	for range 30 * time.Second / every {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		now := busy()
+		if now-last < every/10 {
+			return
+		}
+		last = now
+	}
+}
+
 // measure runs one cell's load and samples its processes.
 func measure(ctx context.Context, dir string, f *front, p path, m mode, rate float64, c config) (cell, error) {
 	p = f.request(p)
@@ -504,7 +541,7 @@ func measure(ctx context.Context, dir string, f *front, p path, m mode, rate flo
 	if err != nil {
 		return cell{}, err
 	}
-	out := cell{Front: f.name, Path: p.name, Mode: m.name, Requests: r.requests, Errors: r.errors,
+	out := cell{Front: f.name, Path: p.name, Mode: m.name, Requests: r.requests, Errors: r.errors, FirstErr: r.firstError,
 		Seconds: r.seconds, Rate: r.rate, CPUus: map[string]float64{}, RSSMiB: map[string]float64{}}
 	if r.seconds > 0 {
 		out.RPS = float64(r.requests) / r.seconds

@@ -29,6 +29,7 @@ type cell struct {
 	Mode     string             `json:"mode"`
 	Requests int64              `json:"requests"`                     // 2xx answers
 	Errors   int64              `json:"errors"`                       // everything else
+	FirstErr string             `json:"first_error,omitempty"`        // open model: the first error, to tell a refused connection from a 5xx
 	Restarts int                `json:"container_restarts,omitempty"` // the stack's containers Docker restarted during the cell
 	Seconds  float64            `json:"seconds"`
 	RPS      float64            `json:"rps"`

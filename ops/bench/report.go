@@ -467,6 +467,15 @@ func (r *results) chart(file string) error {
 		return p
 	}
 	p1 := panel(fmt.Sprintf("Saturation, HTTP/1.1, %d connections", r.Conns), "requests/s", "h1", func(c cell) float64 { return c.RPS })
+	p1.Y.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
+		ticks := plot.DefaultTicks{}.Ticks(min, max)
+		for i, t := range ticks {
+			if t.Label != "" { // whole requests, not "50000.00"
+				ticks[i].Label = strconv.FormatFloat(t.Value, 'f', -1, 64)
+			}
+		}
+		return ticks
+	})
 	p2 := panel("Fixed rate (half of nginx's peak): p99 latency", "ms (log scale)", "open", func(c cell) float64 { return c.P99 })
 	p2.Y.Scale, p2.Y.Tick.Marker = logFloor{}, plot.LogTicks{Prec: -1}
 	p2.Y.Min = math.Inf(1)

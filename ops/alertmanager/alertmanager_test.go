@@ -12,12 +12,14 @@ import (
 )
 
 // render runs ops/envtemplate on the template with webhookURL as
-// ALERT_WEBHOOK_URL and returns the rendered file's path and text.
-func render(t *testing.T, webhookURL string) (string, string) {
+// ALERT_WEBHOOK_URL (and env, NAME=value) and returns the rendered file's
+// path and text.
+func render(t *testing.T, webhookURL string, env ...string) (string, string) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "alertmanager.yml")
 	cmd := exec.Command("go", "run", "sitekit/ops/envtemplate", "alertmanager.yml.tmpl", out)
-	cmd.Env = append(os.Environ(), "ALERT_WEBHOOK_URL="+webhookURL)
+	cmd.Env = append(os.Environ(), "ALERT_WEBHOOK_URL="+webhookURL, "ALERT_GROUP_WAIT=", "ALERT_GROUP_INTERVAL=")
+	cmd.Env = append(cmd.Env, env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("envtemplate: %v\n%s", err, b)
 	}
@@ -71,5 +73,23 @@ func TestWebhook(t *testing.T) {
 	}
 	if !strings.Contains(text, `url: "https://hooks.example.com/services/T0/B0?token=a#b&c=\"d\": e"`) {
 		t.Errorf("the webhook URL is not in the config verbatim:\n%s", text)
+	}
+}
+
+// TestGroupTimings: group_wait and group_interval are 30s and 5m unless
+// ALERT_GROUP_WAIT and ALERT_GROUP_INTERVAL say otherwise.
+func TestGroupTimings(t *testing.T) {
+	for _, c := range []struct {
+		env        []string
+		wait, intv string
+	}{
+		{nil, "30s", "5m"},
+		{[]string{"ALERT_GROUP_WAIT=1s", "ALERT_GROUP_INTERVAL=10s"}, "1s", "10s"},
+	} {
+		path, text := render(t, "http://hooks.example.com/", c.env...)
+		amtool(t, "check-config", path)
+		if !strings.Contains(text, "group_wait: "+c.wait+"\n") || !strings.Contains(text, "group_interval: "+c.intv+"\n") {
+			t.Errorf("with %q: want group_wait %s and group_interval %s:\n%s", c.env, c.wait, c.intv, text)
+		}
 	}
 }

@@ -4,7 +4,10 @@
 #
 #   scripts/preflight.sh     one line per check: ok, warn or FAIL, with the fix
 #
-# It checks: the Docker engine answers and Compose v2 is there; ports
+# It checks: the Docker engine answers (20.10 or newer), Compose v2 (2.17 or
+# newer) and buildx (0.17 or newer, for building) are there; Docker's disk
+# has room (4 GiB at least, warns under 8) and the clock is synchronized
+# (ACME needs it); ports
 # 80/tcp, 443/tcp and 443/udp are free (or held by this stack's own caddy);
 # .env (or SITEKIT_ENV_FILE) exists and sets every ${VAR:?} compose.yaml
 # requires, with secrets that are not empty, not a placeholder, long enough
@@ -23,6 +26,8 @@
 #                        any interface): DOMAIN may resolve to them
 #   PREFLIGHT_PORTS      for tests only: the ports to check instead of
 #                        "80/tcp 443/tcp 443/udp"
+#   PREFLIGHT_DISK_FREE_GIB  for tests only: the free GiB to judge instead of
+#                        what df says of Docker's disk
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -36,6 +41,10 @@ readonly MIN_SECRET_LENGTH=16
 readonly PLACEHOLDERS=(changeme change-me change_me replaceme replace-me replace_me
   placeholder example password passw0rd secret foobared default xxxxx)
 readonly STAGING_CA=https://acme-staging-v02.api.letsencrypt.org/directory
+# The oldest Docker Engine, Compose and buildx the kit runs on.
+readonly MIN_ENGINE=20.10 MIN_COMPOSE=2.17 MIN_BUILDX=0.17
+# Free GiB on Docker's disk below which preflight fails, and warns.
+readonly MIN_DISK_GIB=4 WARN_DISK_GIB=8
 
 FAILED=()
 WARNINGS=0
@@ -61,17 +70,86 @@ check_docker() {
   fi
   local version
   if version=$(docker info --format '{{.ServerVersion}}' 2>/dev/null) && [[ -n "$version" ]]; then
-    ok "the Docker engine answers (version $version)"
     HAVE_DOCKER=true
+    if at_least "$version" "$MIN_ENGINE"; then
+      ok "the Docker engine answers (version $version)"
+    else
+      fail "the Docker engine is $version, older than $MIN_ENGINE (the oldest this kit is tested on). Fix: upgrade Docker Engine (https://docs.docker.com/engine/install/)"
+    fi
   else
     fail "the Docker engine does not answer. Fix: systemctl start docker (and enable it), or run as root or a user in the docker group"
   fi
   if version=$(docker compose version --short 2>/dev/null); then
-    ok "Docker Compose v2 ($version)"
     HAVE_COMPOSE=true
+    if at_least "$version" "$MIN_COMPOSE"; then
+      ok "Docker Compose v2 ($version)"
+    else
+      fail "Docker Compose is $version, older than $MIN_COMPOSE (up --wait-timeout, pull_policy). Fix: bash scripts/install-compose.sh after removing it, or upgrade docker-compose-plugin"
+    fi
   else
     fail "docker compose (v2) is missing. Fix: bash scripts/install-compose.sh, or apt-get install docker-compose-plugin from Docker's repository"
   fi
+  # Compose builds every image with BuildKit through buildx; a server that
+  # only pulls (SITEKIT_PULL_POLICY=always, images from a registry) builds
+  # nothing.
+  local pulls=false
+  [[ "$(env_value SITEKIT_PULL_POLICY)" == always ]] && pulls=true
+  if version=$(docker buildx version 2>/dev/null | awk '{ print $2 }') && [[ -n "$version" ]]; then
+    if at_least "${version#v}" "$MIN_BUILDX"; then
+      ok "docker buildx ($version) for building the images"
+    elif $pulls; then
+      warn "docker buildx is $version, older than $MIN_BUILDX: this server can pull images but not build them. Fix: bash scripts/install-compose.sh after removing it, or upgrade docker-buildx-plugin"
+    else
+      fail "docker buildx is $version, older than $MIN_BUILDX, which Compose needs to build the images. Fix: upgrade docker-buildx-plugin, or bash scripts/install-compose.sh after removing it"
+    fi
+  elif $pulls; then
+    warn "docker buildx is missing: this server can pull images (SITEKIT_PULL_POLICY=always) but not build them. Fix: bash scripts/install-compose.sh, or apt-get install docker-buildx-plugin"
+  else
+    fail "docker buildx is missing: Compose builds the images with it. Fix: bash scripts/install-compose.sh, or apt-get install docker-buildx-plugin from Docker's repository"
+  fi
+}
+
+# at_least VERSION MIN: whether the dotted VERSION is MIN or newer.
+at_least() {
+  local v=${1%%[-+]*}
+  [[ "$(printf '%s\n%s\n' "$2" "$v" | sort -V | head -n1)" == "$2" ]]
+}
+
+# check_host: what the images and Redis need of the disk, and what ACME
+# needs of the clock.
+check_host() {
+  step "host"
+  local root free
+  if $HAVE_DOCKER; then
+    root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null) || root=""
+    free=${PREFLIGHT_DISK_FREE_GIB:-}
+    if [[ -z "$free" && -n "$root" ]]; then
+      free=$(df -Pk "$root" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1048576 }') || free=""
+    fi
+    if [[ -z "$free" ]]; then
+      warn "cannot tell the free space of Docker's disk. Fix: df -h $(docker info --format '{{.DockerRootDir}}' 2>/dev/null)"
+    elif ((free < MIN_DISK_GIB)); then
+      fail "Docker's disk ($root) has ${free} GiB free, under $MIN_DISK_GIB GiB: builds (about 2 GiB of build cache), images, Redis's AOF and snapshots and the logs need it. Fix: free space (docker system prune, docker builder prune) or grow the disk"
+    elif ((free < WARN_DISK_GIB)); then
+      warn "Docker's disk ($root) has ${free} GiB free, under $WARN_DISK_GIB GiB. Fix: docker builder prune, or grow the disk before Redis's data does"
+    else
+      ok "Docker's disk ($root) has ${free} GiB free"
+    fi
+  fi
+  # ACME refuses requests from a clock that is off, and certificates look
+  # not yet valid, or expired, to clients.
+  local synced=""
+  if command -v timedatectl >/dev/null; then
+    synced=$(timedatectl show -p NTPSynchronized --value 2>/dev/null) || synced=""
+  fi
+  if [[ -z "$synced" ]] && command -v chronyc >/dev/null; then
+    if chronyc tracking 2>/dev/null | grep -q '^Leap status *: Normal'; then synced=yes; else synced=no; fi
+  fi
+  case $synced in
+  yes) ok "the clock is synchronized (NTP)" ;;
+  no) fail "the clock is not synchronized: ACME CAs refuse a skewed clock and TLS clients reject certificates it makes look not yet valid. Fix: timedatectl set-ntp true (systemd-timesyncd), or apt-get install chrony" ;;
+  *) warn "cannot tell whether the clock is synchronized (no timedatectl or chronyc answered). Fix: make sure NTP runs (timedatectl set-ntp true, or apt-get install chrony)" ;;
+  esac
 }
 
 # is_secret NAME: whether compose's required NAME is a secret.
@@ -276,6 +354,7 @@ check_ports() {
 
 main() {
   check_docker
+  check_host
   check_settings
   check_domain
   check_ports

@@ -319,3 +319,45 @@ func TestPreflightRealDomain(t *testing.T) {
 		t.Error("exit status 0; want non-zero")
 	}
 }
+
+// standIn puts an executable script named name, printing out, first on PATH
+// and returns the PATH=... setting: for readings of the host that a test
+// cannot change for real (whether NTP has synchronized the clock).
+func standIn(t *testing.T, name, out string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\necho "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return "PATH=" + dir + string(os.PathListSeparator) + os.Getenv("PATH")
+}
+
+// TestPreflightHost: the disk's free space and the clock's synchronization
+// each fail, warn or pass, with the fix named.
+func TestPreflightHost(t *testing.T) {
+	t.Parallel()
+	port := strconv.Itoa(freePort(t)) + "/tcp"
+	env := envFile(t)
+	if _, err := exec.Command("docker", "info").Output(); err != nil {
+		t.Fatal("the disk check reads Docker's root folder: the Docker engine must answer")
+	}
+	for _, c := range []struct {
+		name  string
+		extra []string
+		want  []string // level, then words of the line
+	}{
+		{"little disk", []string{"PREFLIGHT_DISK_FREE_GIB=2"}, []string{"FAIL", "2 GiB free, under 4 GiB", "docker builder prune"}},
+		{"some disk", []string{"PREFLIGHT_DISK_FREE_GIB=6"}, []string{"warn", "6 GiB free, under 8 GiB"}},
+		{"enough disk", []string{"PREFLIGHT_DISK_FREE_GIB=50"}, []string{"ok", "50 GiB free"}},
+		{"clock not synchronized", []string{standIn(t, "timedatectl", "no")}, []string{"FAIL", "clock is not synchronized", "timedatectl set-ntp true"}},
+		{"clock synchronized", []string{standIn(t, "timedatectl", "yes")}, []string{"ok", "clock is synchronized"}},
+	} {
+		r := preflight(t, env, port, c.extra...)
+		if r.line(c.want[0], c.want[1:]...) == "" {
+			t.Errorf("%s: no %q line with %q", c.name, c.want[0], c.want[1:])
+		}
+		if c.want[0] == "FAIL" && r.code != 1 {
+			t.Errorf("%s: exit status %d; want 1", c.name, r.code)
+		}
+	}
+}

@@ -48,7 +48,7 @@ new_image() {
     step "building the app image (SITEKIT_BUILD=${build:-release})"
     if [[ "${build:-release}" == local ]]; then
       bash scripts/stage-image.sh app .build/app
-      SITEKIT_BUILD=local DOCKER_BUILDKIT=0 compose build app
+      SITEKIT_BUILD=local compose build app
     else
       compose build app
     fi

@@ -32,6 +32,26 @@ gobuild() {
   CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$2" "$1"
 }
 
+# record_debian FILE DEST [PACKAGE]: note in rootfs/var/lib/dpkg/status.d which Debian
+# package the copied FILE (now rootfs/DEST) came from, as distroless images
+# do: <package> holds its dpkg status entry (name, version), and
+# <package>.md5sums the files copied from it. Scanners read it to know the
+# image's packages; the end-to-end test, to tell why two builds differ.
+# PACKAGE names the package of a file that its scripts generate.
+record_debian() {
+  local file=$1 dest=${2#/} pkg=${3:-} path dir=$out/rootfs/var/lib/dpkg/status.d
+  # dpkg knows each file by the path its package ships (with or without
+  # the /usr that merged-/usr systems add).
+  for path in "$file" "$(readlink -f "$file")" "${file#/usr}" "/usr${file}"; do
+    [[ -z "$pkg" ]] || break
+    pkg=$(dpkg-query -S "$path" 2>/dev/null | head -n1 | sed 's/[:,].*//') || true
+  done
+  [[ -n "$pkg" ]] || die "$file belongs to no Debian package"
+  mkdir -p "$dir"
+  [[ -f "$dir/$pkg" ]] || dpkg-query -s "$pkg" | grep -E '^(Package|Version|Architecture|Source|Status):' >"$dir/$pkg"
+  grep -qsF "  $dest" "$dir/$pkg.md5sums" || (cd "$out/rootfs" && md5sum "$dest") >>"$dir/$pkg.md5sums"
+}
+
 # copy_with_libs SRC DEST: the program SRC (looked up on PATH) as
 # rootfs/DEST, with exactly the shared libraries ldd says it loads, at the
 # same paths (the dynamic loader included).
@@ -39,11 +59,20 @@ copy_with_libs() {
   local src lib lib_file
   src=$(command -v "$1") || die "$1 is not installed: install its Debian package (redis-tools, prometheus, prometheus-redis-exporter, prometheus-blackbox-exporter, prometheus-alertmanager)"
   install -D -m 0755 "$(readlink -f "$src")" "$out/rootfs/$2"
+  record_debian "$src" "$2"
   for lib in $(ldd "$src" | grep -o '/[^ ]*'); do
     lib_file=$(readlink -f "$lib")
     # Keep the mode: the kernel runs the loader only if it is executable.
     install -D -m "$(stat -c %a "$lib_file")" "$lib_file" "$out/rootfs$lib"
+    record_debian "$lib" "$lib"
   done
+}
+
+# copy_ca_bundle: Debian's bundle of public root certificates, which
+# update-ca-certificates (package ca-certificates) writes.
+copy_ca_bundle() {
+  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
+  record_debian /etc/ssl/certs/ca-certificates.crt etc/ssl/certs/ca-certificates.crt ca-certificates
 }
 
 case $svc in
@@ -53,7 +82,7 @@ app)
 caddy)
   gobuild ./caddy "$out/rootfs/caddy"
   # For ACME over HTTPS: Debian's bundle of public root certificates.
-  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
+  copy_ca_bundle
   install -D -m 0644 Caddyfile "$out/rootfs/etc/caddy/Caddyfile"
   install -D -m 0644 ops/caddy/grafana.caddy "$out/rootfs/etc/caddy/Caddyfile.grafana"
   ;;
@@ -91,7 +120,7 @@ blackbox)
   copy_with_libs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter
   gobuild ./ops/httpcheck/cmd "$out/rootfs/httpcheck"
   # To verify a real domain's certificate: Debian's public roots.
-  install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$out/rootfs/etc/ssl/certs/ca-certificates.crt"
+  copy_ca_bundle
   ;;
 alertmanager)
   copy_with_libs prometheus-alertmanager usr/bin/prometheus-alertmanager

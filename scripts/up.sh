@@ -89,9 +89,7 @@ main() {
     for svc in "${services[@]}"; do
       bash scripts/stage-image.sh "$svc" ".build/$svc"
     done
-    # With no buildx plugin, Compose uses the engine's classic builder, which
-    # needs no registry for FROM scratch.
-    DOCKER_BUILDKIT=0 "${compose[@]}" build
+    "${compose[@]}" build
     ;;
   release)
     "${compose[@]}" build

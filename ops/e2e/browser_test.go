@@ -31,7 +31,14 @@ document.addEventListener('securitypolicyviolation', e =>
 // out. The browser trusts Caddy's local root through its own NSS database,
 // as a user who imported root.crt would; no certificate error is ignored.
 func testBrowser(t *testing.T, s *stack) {
-	ctx := newBrowser(t, s.rootPEM)
+	browse(t, s, site, s.rootPEM, s.artifacts)
+}
+
+// browse walks the site at base (https://name) as testBrowser says, in a
+// Chromium that trusts rootPEM and runs with opts, and saves screenshots in
+// dir.
+func browse(t *testing.T, s *stack, base, rootPEM, dir string, opts ...chromedp.ExecAllocatorOption) {
+	ctx := newBrowser(t, rootPEM, opts...)
 
 	var mu sync.Mutex
 	var problems []string
@@ -55,7 +62,10 @@ func testBrowser(t *testing.T, s *stack) {
 		t.Fatalf("installing the CSP probe: %v", err)
 	}
 
-	b := &browser{t: t, ctx: ctx, dir: s.artifacts}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b := &browser{t: t, ctx: ctx, base: base, dir: dir}
 	email := fmt.Sprintf("e2e-%d@example.com", time.Now().UnixNano())
 	const password = "a browser's long password"
 
@@ -109,8 +119,9 @@ func testBrowser(t *testing.T, s *stack) {
 }
 
 // newBrowser starts headless Chromium with a fresh profile and a HOME whose
-// NSS database trusts rootPEM for TLS servers. It ends with the test.
-func newBrowser(t *testing.T, rootPEM string) context.Context {
+// NSS database trusts rootPEM for TLS servers, and more options. It ends
+// with the test.
+func newBrowser(t *testing.T, rootPEM string, more ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
@@ -142,6 +153,7 @@ func newBrowser(t *testing.T, rootPEM string) context.Context {
 		// CI runs as root, where Chromium's sandbox cannot start.
 		chromedp.NoSandbox,
 	)
+	opts = append(opts, more...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	ctx, cancelTimeout := context.WithTimeout(ctx, 5*time.Minute)
@@ -157,6 +169,7 @@ func newBrowser(t *testing.T, rootPEM string) context.Context {
 type browser struct {
 	t     *testing.T
 	ctx   context.Context
+	base  string   // the site's URL, https://name
 	dir   string   // screenshots
 	shots []string // their paths
 }
@@ -164,7 +177,7 @@ type browser struct {
 // open navigates to path and checks the page's heading.
 func (b *browser) open(path, heading string) {
 	b.t.Helper()
-	if err := chromedp.Do(b.ctx, chromedp.Navigate(site+path), chromedp.WaitVisible(chromedp.CSS("h1"))); err != nil {
+	if err := chromedp.Do(b.ctx, chromedp.Navigate(b.base+path), chromedp.WaitVisible(chromedp.CSS("h1"))); err != nil {
 		b.t.Fatalf("open %s: %v", path, err)
 	}
 	h1, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS("h1")))
@@ -248,7 +261,7 @@ func (b *browser) shot(name string) {
 // sessionCookie is the browser's session cookie for the site, or nil.
 func (b *browser) sessionCookie() *network.Cookie {
 	b.t.Helper()
-	res, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{site + "/"}})
+	res, err := chromedp.Call(b.ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{b.base + "/"}})
 	if err != nil {
 		b.t.Fatalf("reading cookies: %v", err)
 	}
@@ -274,9 +287,9 @@ func (b *browser) checkSessionCookie() {
 		b.t.Fatal("signed in, but the browser holds no session cookie")
 	}
 	if c.Name != "__Host-session" || !c.Secure || !c.HTTPOnly || c.Path != "/" ||
-		c.Domain != "localhost" || c.SameSite != network.CookieSameSiteLax {
-		b.t.Errorf("session cookie %s: Secure=%v HttpOnly=%v Path=%q Domain=%q SameSite=%q; want __Host-session, Secure, HttpOnly, Path=/, host-only localhost, Lax",
-			c.Name, c.Secure, c.HTTPOnly, c.Path, c.Domain, c.SameSite)
+		c.Domain != strings.TrimPrefix(b.base, "https://") || c.SameSite != network.CookieSameSiteLax {
+		b.t.Errorf("session cookie %s: Secure=%v HttpOnly=%v Path=%q Domain=%q SameSite=%q; want __Host-session, Secure, HttpOnly, Path=/, host-only %s, Lax",
+			c.Name, c.Secure, c.HTTPOnly, c.Path, c.Domain, c.SameSite, strings.TrimPrefix(b.base, "https://"))
 	}
 	expires := time.Unix(int64(c.Expires), 0)
 	if c.Session || time.Until(expires) <= 0 || time.Until(expires) > 12*time.Hour+time.Minute {

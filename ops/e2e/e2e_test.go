@@ -26,7 +26,19 @@ const site = "https://localhost"
 // TestStack brings the stack up once and runs every check against it, in
 // order: the later ones stop, restart and re-create services.
 func TestStack(t *testing.T) {
-	s := startStack(t)
+	// On Docker's bridge, for the containers: a Go module proxy for the
+	// release build and a receiver for Alertmanager's webhooks.
+	gateway := bridgeGateway(t)
+	goproxy := moduleProxy(t, "../..", gateway)
+	alerts := startAlertReceiver(t, gateway)
+	s := startStack(t,
+		"ALERT_WEBHOOK_URL="+alerts.url,
+		// Alertmanager sends a group's first alert after 1 s and its
+		// changes every 5 s; the rules' own for: stay as they are.
+		"ALERT_GROUP_WAIT=1s",
+		"ALERT_GROUP_INTERVAL=5s",
+	)
+	s.alerts = alerts
 	t.Run("Browser", func(t *testing.T) { testBrowser(t, s) })
 	t.Run("Edge", func(t *testing.T) { testEdge(t, s) })
 	t.Run("ForgedForwardedFor", func(t *testing.T) { testForgedForwardedFor(t, s) })
@@ -38,6 +50,9 @@ func TestStack(t *testing.T) {
 	t.Run("GrafanaConfig", func(t *testing.T) { testGrafanaConfig(t, s) })
 	t.Run("AppDownAndBack", func(t *testing.T) { testAppDownAndBack(t, s) })
 	t.Run("Persistence", func(t *testing.T) { testPersistence(t, s) })
+	// The production path's images, through a registry (release_test.go);
+	// everything after runs on them.
+	t.Run("ReleaseFromRegistry", func(t *testing.T) { testReleaseFromRegistry(t, s, goproxy) })
 
 	// Operations under a constant load through Caddy (operations_test.go).
 	l := newLoad(t, s)
@@ -326,6 +341,14 @@ func testAppDownAndBack(t *testing.T, s *stack) {
 		t.Errorf("GET /about with the app stopped: %s %q; want a 5xx HTML page", resp.Status, trim(body))
 	}
 
+	// The page reaches the webhook receiver, with what on-call needs.
+	a := s.alerts.wait(t, 4*time.Minute, "AppNotReady", "firing", start)
+	s.report(t, "AppNotReady reached the webhook receiver %s after docker compose stop app returned", a.at.Sub(start).Round(time.Second))
+	if a.Labels["severity"] != "page" || a.Annotations["summary"] == "" || a.Annotations["runbook"] == "" {
+		t.Errorf("AppNotReady at the receiver: labels %v, annotations %v; want severity page, a summary and a runbook", a.Labels, a.Annotations)
+	}
+
+	restarted := time.Now()
 	s.compose(t, "start", "app")
 	took := waitFor(t, 90*time.Second, "the site after starting the app again", func() error {
 		resp, err := s.client.Get(site + "/api/users/nobody")
@@ -339,6 +362,8 @@ func testAppDownAndBack(t *testing.T, s *stack) {
 		return nil
 	})
 	s.report(t, "the app answered through Caddy %s after docker compose start app", took.Round(time.Millisecond))
+	a = s.alerts.wait(t, 3*time.Minute, "AppNotReady", "resolved", restarted)
+	s.report(t, "AppNotReady's resolution reached the receiver %s after the app started", a.at.Sub(restarted).Round(time.Second))
 }
 
 // testPersistence: data written through the site survives a Redis restart

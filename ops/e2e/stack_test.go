@@ -66,6 +66,8 @@ type stack struct {
 	rootPEM   string // path of Caddy's local root certificate
 	client    *http.Client
 	artifacts string
+	alerts    *alertReceiver // where Alertmanager sends (alerts_test.go)
+	registry  string         // host:port of the registry the images came from, once they do
 }
 
 func TestMain(m *testing.M) {
@@ -87,9 +89,10 @@ func artifactsDir() string {
 	return filepath.Join(root, ".artifacts", "e2e")
 }
 
-// startStack brings the stack up with the one command, scripts/up.sh, and
-// registers its removal (down -v) with t.Cleanup.
-func startStack(t *testing.T) *stack {
+// startStack brings the stack up with the one command, scripts/up.sh, with
+// the test's settings and more (NAME=value), and registers its removal
+// (down -v) with t.Cleanup.
+func startStack(t *testing.T, more ...string) *stack {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -105,7 +108,7 @@ func startStack(t *testing.T) *stack {
 	// redis-tools, which the other tests need too), unless SITEKIT_BUILD
 	// says otherwise.
 	build := cmp.Or(os.Getenv("SITEKIT_BUILD"), "local")
-	s.run(t, 30*time.Second, append([]string{"bash", "scripts/init-env.sh", "SITEKIT_BUILD=" + build}, settings...)...)
+	s.run(t, 30*time.Second, append(append([]string{"bash", "scripts/init-env.sh", "SITEKIT_BUILD=" + build}, settings...), more...)...)
 	s.env = readEnv(t, s.envFile)
 	os.Remove(filepath.Join(s.artifacts, "report.txt"))
 	start := time.Now()
@@ -266,6 +269,7 @@ type inspect struct {
 	Name         string
 	RestartCount int
 	Config       struct {
+		Image  string
 		User   string
 		Labels map[string]string
 	}

@@ -1,0 +1,69 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+)
+
+// alertReceiver is a webhook receiver as a chat tool's would be: it takes
+// Alertmanager's webhook JSON and keeps every alert it was sent, with when.
+type alertReceiver struct {
+	url string
+
+	mu       sync.Mutex
+	received []receivedAlert
+}
+
+type receivedAlert struct {
+	at          time.Time
+	Status      string
+	Labels      map[string]string
+	Annotations map[string]string
+}
+
+// startAlertReceiver listens on the bridge's gateway, which the stack's
+// containers reach, until the test ends.
+func startAlertReceiver(t *testing.T, gateway string) *alertReceiver {
+	t.Helper()
+	r := &alertReceiver{}
+	r.url = serve(t, net.JoinHostPort(gateway, "0"), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var msg struct{ Alerts []receivedAlert }
+		if req.Method != http.MethodPost || json.NewDecoder(req.Body).Decode(&msg) != nil {
+			http.Error(w, "want Alertmanager's webhook JSON", http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		for _, a := range msg.Alerts {
+			a.at = time.Now()
+			r.received = append(r.received, a)
+		}
+		r.mu.Unlock()
+	})) + "/alerts"
+	return r
+}
+
+// wait waits until an alert named name with status ("firing" or
+// "resolved") arrives after since, and returns it.
+func (r *alertReceiver) wait(t *testing.T, timeout time.Duration, name, status string, since time.Time) receivedAlert {
+	t.Helper()
+	var got receivedAlert
+	waitFor(t, timeout, fmt.Sprintf("alert %s %s at the webhook receiver", name, status), func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, a := range r.received {
+			if a.Labels["alertname"] == name && a.Status == status && a.at.After(since) {
+				got = a
+				return nil
+			}
+		}
+		return fmt.Errorf("%d alerts received, none is %s %s", len(r.received), name, status)
+	})
+	return got
+}

@@ -61,8 +61,10 @@ func TestStack(t *testing.T) {
 	t.Run("AppCrashUnderLoad", func(t *testing.T) { testAppCrashUnderLoad(t, s, l) })
 	t.Run("CaddyReloadUnderLoad", func(t *testing.T) { testCaddyReloadUnderLoad(t, s, l) })
 	t.Run("RedisCrashes", func(t *testing.T) { testRedisCrashes(t, s) })
-	// Last: it stops the stack and deletes Redis's volume (backup_test.go).
+	// It stops the stack and deletes Redis's volume (backup_test.go).
 	t.Run("BackupRestore", func(t *testing.T) { testBackupRestore(t, s) })
+	// Last: it moves the site to a name certified by Pebble (acme_test.go).
+	t.Run("ACME", func(t *testing.T) { testACME(t, s, gateway) })
 }
 
 // testEdge: the redirect, the security headers, the API's error shape

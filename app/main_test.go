@@ -20,12 +20,15 @@ type logSink struct {
 	mu    sync.Mutex
 	lines []string
 	addrs chan [2]string
+	w     *io.PipeWriter
+	done  chan struct{} // closed when every line written is in lines
 }
 
 func newLogSink(t *testing.T) (io.Writer, *logSink) {
 	pr, pw := io.Pipe()
-	s := &logSink{addrs: make(chan [2]string, 1)}
+	s := &logSink{addrs: make(chan [2]string, 1), w: pw, done: make(chan struct{})}
 	go func() {
+		defer close(s.done)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -41,6 +44,14 @@ func newLogSink(t *testing.T) (io.Writer, *logSink) {
 	}()
 	t.Cleanup(func() { _ = pw.Close() })
 	return pw, s
+}
+
+// close ends the sink once the program has stopped writing, and waits
+// until its last line is in lines: a write to the pipe returns when the
+// scanner has read the bytes, before it has appended the line.
+func (s *logSink) close() {
+	_ = s.w.Close()
+	<-s.done
 }
 
 func (s *logSink) text() string {
@@ -255,6 +266,7 @@ func TestRun(t *testing.T) {
 		t.Fatal("run did not return within 15s of cancel")
 	}
 
+	logs.close()
 	all := logs.text()
 	for _, secret := range []string{redisPassword, userPassword} {
 		if strings.Contains(all, secret) {

@@ -16,14 +16,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,15 +58,29 @@ type pebble struct {
 	log       string         // its log file
 }
 
-// startPebble runs challtestsrv (DNS only: every name resolves to target)
-// and Pebble until the test ends. Pebble's listeners get a certificate of
-// the test's own for the gateway's address.
-func startPebble(t *testing.T, gateway, target string) *pebble {
+// listener is the certificate of Pebble's listeners (its ACME API), for
+// the bridge gateway's address, and the CA that signed it.
+type listener struct {
+	certFile, keyFile string
+	caPEM             []byte
+	ca                *x509.CertPool
+}
+
+func newListener(t *testing.T, gateway string) listener {
 	t.Helper()
 	dir := t.TempDir()
-	p := &pebble{log: filepath.Join(dir, "pebble.log")}
-	certFile, keyFile := filepath.Join(dir, "listener.pem"), filepath.Join(dir, "listener.key")
-	p.caPEM, p.listenCA = listenerCert(t, certFile, keyFile, net.ParseIP(gateway), net.IPv4(127, 0, 0, 1))
+	l := listener{certFile: filepath.Join(dir, "listener.pem"), keyFile: filepath.Join(dir, "listener.key")}
+	l.caPEM, l.ca = listenerCert(t, l.certFile, l.keyFile, net.ParseIP(gateway), net.IPv4(127, 0, 0, 1))
+	return l
+}
+
+// startPebble runs challtestsrv (DNS only: every name resolves to target)
+// and Pebble, issuing certificates valid for validity, until the test ends.
+func startPebble(t *testing.T, gateway, target string, l listener, validity time.Duration) *pebble {
+	t.Helper()
+	dir := t.TempDir()
+	p := &pebble{log: filepath.Join(dir, "pebble.log"), caPEM: l.caPEM, listenCA: l.ca}
+	certFile, keyFile := l.certFile, l.keyFile
 
 	dns := freeAddr(t, "udp", "127.0.0.1")
 	start(t, dir, "challtestsrv", goInstall(t, challtestsrvModule), nil,
@@ -84,7 +101,7 @@ func startPebble(t *testing.T, gateway, target string) *pebble {
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
 		"profiles": map[string]any{"default": map[string]any{
-			"description": "Let's Encrypt's classic 90 days", "validityPeriod": 90 * 86400,
+			"description": "the test's", "validityPeriod": int(validity.Seconds()),
 		}},
 	}})
 	if err != nil {
@@ -255,11 +272,12 @@ func cut(t *testing.T, addr string, port int) func() {
 	return undo
 }
 
-// caddyIssued waits until Caddy's log says it obtained a certificate for
-// name, and returns the challenge type it solved last for name.
-func (s *stack) caddyIssued(t *testing.T, name string, since time.Time) (challenge string, took time.Duration) {
+// caddyIssued waits until Caddy's log says msg ("certificate obtained
+// successfully", "certificate renewed successfully") for name, and returns
+// the challenge type it tried last for name.
+func (s *stack) caddyIssued(t *testing.T, name, msg string, since time.Time) (challenge string, took time.Duration) {
 	t.Helper()
-	took = waitFor(t, 3*time.Minute, "Caddy's certificate for "+name, func() error {
+	took = waitFor(t, 3*time.Minute, "Caddy's log: "+msg+" for "+name, func() error {
 		out, err := s.composeCmd("logs", "--no-color", "--no-log-prefix", "--since", since.Format(time.RFC3339), "caddy").Output()
 		if err != nil {
 			return err
@@ -279,11 +297,11 @@ func (s *stack) caddyIssued(t *testing.T, name string, since time.Time) (challen
 			switch l.Msg {
 			case "trying to solve challenge":
 				challenge = l.ChallengeType
-			case "certificate obtained successfully":
+			case msg:
 				return nil
 			}
 		}
-		return fmt.Errorf("no 'certificate obtained successfully' for %s yet (last challenge tried: %q)", name, challenge)
+		return fmt.Errorf("no %q for %s yet (last challenge tried: %q)", msg, name, challenge)
 	})
 	return challenge, took
 }
@@ -316,23 +334,40 @@ func fingerprint(c *x509.Certificate) string {
 // testACME: the certificate path of a real domain, with Pebble as the CA.
 // Caddy gets site.test over HTTP-01 while TCP 443 is cut, a browser that
 // trusts only Pebble's root walks https://site.test, the certificate
-// survives down and up with no new order, and alpn.site.test comes over
-// TLS-ALPN-01 while TCP 80 is cut. It changes DOMAIN: run it last.
+// survives down and up with no new order, and the blackbox probe verifies
+// it and reads its expiry. Then, from a second Pebble that issues
+// one-minute certificates, alpn.site.test comes over TLS-ALPN-01 while TCP
+// 80 is cut, and Caddy renews it by itself. It changes DOMAIN: run it last.
 func testACME(t *testing.T, s *stack, gateway string) {
 	caddyAddr := s.env["CADDY_ADDR"]
-	p := startPebble(t, gateway, caddyAddr)
+	l := newListener(t, gateway)
+	p := startPebble(t, gateway, caddyAddr, l, 90*24*time.Hour)
+	short := startPebble(t, gateway, caddyAddr, l, time.Minute)
 
 	// Caddy must trust Pebble's listener, as it would a private CA's
-	// (README, "Running with a real domain"): a compose override gives it a
-	// root bundle with the listener's CA through SSL_CERT_FILE.
+	// (README, "Running with a real domain"), and the blackbox probe must
+	// trust the certificates Pebble signs, as it trusts a public CA's: a
+	// compose override gives both a root bundle through SSL_CERT_FILE, and
+	// the probe site.test's address (public DNS would).
 	dir := t.TempDir()
 	system, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
 	if err != nil {
 		t.Fatal(err)
 	}
+	root := p.root(t)
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(root) {
+		t.Fatal("Pebble's root is no PEM certificate")
+	}
+	pebbleRoot := filepath.Join(dir, "pebble-root.pem")
 	bundle := filepath.Join(dir, "roots.pem")
-	if err := os.WriteFile(bundle, append(append(system, '\n'), p.caPEM...), 0o644); err != nil {
-		t.Fatal(err)
+	for file, b := range map[string][]byte{
+		pebbleRoot: root,
+		bundle:     bytes.Join([][]byte{system, l.caPEM, root}, []byte("\n")),
+	} {
+		if err := os.WriteFile(file, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	override := filepath.Join(dir, "acme.compose.yaml")
 	if err := os.WriteFile(override, []byte(fmt.Sprintf(`services:
@@ -340,27 +375,25 @@ func testACME(t *testing.T, s *stack, gateway string) {
     environment:
       SSL_CERT_FILE: /etc/sitekit-e2e/roots.pem
     volumes:
-      - %s:/etc/sitekit-e2e/roots.pem:ro
-`, bundle)), 0o644); err != nil {
+      - %[1]s:/etc/sitekit-e2e/roots.pem:ro
+  blackbox:
+    environment:
+      SSL_CERT_FILE: /etc/sitekit-e2e/roots.pem
+    volumes:
+      - %[1]s:/etc/sitekit-e2e/roots.pem:ro
+    extra_hosts:
+      - "%[2]s:%[3]s"
+`, bundle, acmeDomain, caddyAddr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s.setEnv(t, "COMPOSE_FILE="+filepath.Join(s.root, "compose.yaml")+":"+override,
 		"DOMAIN="+acmeDomain, "ACME_CA="+p.directory, "ACME_EMAIL=ops@"+acmeDomain)
 
-	roots := x509.NewCertPool()
-	pebbleRoot := filepath.Join(dir, "pebble-root.pem")
-	if err := os.WriteFile(pebbleRoot, p.root(t), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if !roots.AppendCertsFromPEM(p.root(t)) {
-		t.Fatal("Pebble's root is no PEM certificate")
-	}
-
 	// HTTP-01 only: TLS-ALPN-01 cannot reach Caddy's 443.
 	restore := cut(t, caddyAddr, 443)
 	since := time.Now()
 	s.compose(t, "up", "-d", "--no-build", "caddy")
-	challenge, took := s.caddyIssued(t, acmeDomain, since)
+	challenge, took := s.caddyIssued(t, acmeDomain, "certificate obtained successfully", since)
 	restore()
 	s.report(t, "Pebble certified %s over %s with TCP 443 cut, %s after docker compose up caddy", acmeDomain, challenge, took.Round(time.Second))
 	if challenge != "http-01" {
@@ -368,7 +401,7 @@ func testACME(t *testing.T, s *stack, gateway string) {
 	}
 	s.waitHealthy(t)
 	cert := siteCert(t, acmeDomain, roots)
-	if cert.Subject.CommonName != acmeDomain && !strings.Contains(strings.Join(cert.DNSNames, " "), acmeDomain) {
+	if !slices.Contains(cert.DNSNames, acmeDomain) {
 		t.Errorf("the certificate for %s names %v", acmeDomain, cert.DNSNames)
 	}
 
@@ -387,19 +420,85 @@ func testACME(t *testing.T, s *stack, gateway string) {
 		t.Errorf("after down and up: %d orders (want %d), certificate %s (want %s)", after, before, fingerprint(again), fingerprint(cert))
 	}
 
+	// The blackbox probe verifies the certificate (module https_public, no
+	// insecure_skip_verify), and CertExpiringSoon reads its real expiry.
+	waitFor(t, 2*time.Minute, "the blackbox probe of https://"+acmeDomain+"/ succeeding", func() error {
+		if v := promQuery(t, `probe_success{job="site", module="https_public", domain="`+acmeDomain+`"}`); !slices.Equal(v, []string{"1"}) {
+			return fmt.Errorf("probe_success %v", v)
+		}
+		return nil
+	})
+	expiry := promQuery(t, `probe_ssl_earliest_cert_expiry{job="site", module="https_public"}`)
+	if want := fmt.Sprint(cert.NotAfter.Unix()); !slices.Equal(expiry, []string{want}) {
+		t.Errorf("probe_ssl_earliest_cert_expiry %v; want the certificate's NotAfter, %s", expiry, want)
+	}
+	state := alertState(t, "CertExpiringSoon")
+	s.report(t, "blackbox verified %s (https_public); its expiry %s is %.1f days away; CertExpiringSoon %s", acmeDomain, cert.NotAfter.Format(time.RFC3339), time.Until(cert.NotAfter).Hours()/24, state)
+	if state != "inactive" {
+		t.Errorf("CertExpiringSoon is %s with %s left; want inactive", state, time.Until(cert.NotAfter).Round(time.Hour))
+	}
+
 	// TLS-ALPN-01 only: HTTP-01 cannot reach Caddy's 80. The second name is
-	// Grafana's site, which the Caddyfile serves when GRAFANA_DOMAIN is set.
-	s.setEnv(t, "GRAFANA_DOMAIN="+alpnDomain)
+	// Grafana's site, which the Caddyfile serves when GRAFANA_DOMAIN is set;
+	// its CA issues one-minute certificates, and Caddy looks for renewals
+	// every 5 s (its default is 10 minutes).
+	s.setEnv(t, "GRAFANA_DOMAIN="+alpnDomain, "ACME_CA="+short.directory, "EDGE_RENEW_INTERVAL=5s")
 	restore = cut(t, caddyAddr, 80)
 	since = time.Now()
 	s.compose(t, "up", "-d", "--no-build", "caddy")
-	challenge, took = s.caddyIssued(t, alpnDomain, since)
+	challenge, took = s.caddyIssued(t, alpnDomain, "certificate obtained successfully", since)
 	restore()
 	s.report(t, "Pebble certified %s over %s with TCP 80 cut, %s after docker compose up caddy", alpnDomain, challenge, took.Round(time.Second))
 	if challenge != "tls-alpn-01" {
 		t.Errorf("%s: the challenge solved last was %q; want tls-alpn-01", alpnDomain, challenge)
 	}
-	siteCert(t, alpnDomain, roots)
+	shortRoots := x509.NewCertPool()
+	shortRoots.AppendCertsFromPEM(short.root(t))
+	first := siteCert(t, alpnDomain, shortRoots)
+
+	// Renewal: within the one-minute lifetime, with no help.
+	_, took = s.caddyIssued(t, alpnDomain, "certificate renewed successfully", since)
+	var renewed *x509.Certificate
+	waitFor(t, 30*time.Second, "the renewed certificate served for "+alpnDomain, func() error {
+		renewed = siteCert(t, alpnDomain, shortRoots)
+		if renewed.Equal(first) {
+			return errors.New("still the first certificate")
+		}
+		return nil
+	})
+	s.report(t, "Caddy renewed %s (valid %s) by itself %s after up; served %s, then %s, valid until %s",
+		alpnDomain, first.NotAfter.Sub(first.NotBefore).Round(time.Second), took.Round(time.Second), fingerprint(first), fingerprint(renewed), renewed.NotAfter.Format(time.TimeOnly))
+	if !renewed.NotAfter.After(first.NotAfter) {
+		t.Errorf("the renewed certificate expires %s, not after the first (%s)", renewed.NotAfter, first.NotAfter)
+	}
+}
+
+// alertState is the state of the alerting rule name in Prometheus:
+// inactive, pending or firing.
+func alertState(t *testing.T, name string) string {
+	t.Helper()
+	var data struct {
+		Groups []struct {
+			Rules []struct {
+				Name, State, Health, LastError string
+			}
+		}
+	}
+	if err := promGet("/api/v1/rules", url.Values{"type": {"alert"}}, &data); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			if r.Name == name {
+				if r.Health != "ok" {
+					t.Errorf("rule %s: health %s (%s)", name, r.Health, r.LastError)
+				}
+				return r.State
+			}
+		}
+	}
+	t.Fatalf("Prometheus has no alerting rule %s", name)
+	return ""
 }
 
 // waitHealthy waits until every container of the project is healthy.

@@ -16,9 +16,15 @@ readonly SECRETS=(REDIS_APP_PASSWORD REDIS_EXPORTER_PASSWORD REDIS_BACKUP_PASSWO
 secret() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
 # set_var NAME VALUE: replace NAME's line (commented out or not), or add one.
+# VALUE is written as it is: awk takes it from the environment, so no
+# character in it (& | \ /, as in a webhook URL's query) means anything.
 set_var() {
+  [[ "$1" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || { echo "init-env: $1 is not a variable name" >&2; exit 1; }
   if grep -q "^#\?$1=" "$file"; then
-    sed -i "s|^#\?$1=.*|$1=$2|" "$file"
+    local tmp
+    tmp=$(mktemp "$file.XXXXXX")
+    NAME=$1 VALUE=$2 awk '{ if ($0 ~ "^#?" ENVIRON["NAME"] "=") print ENVIRON["NAME"] "=" ENVIRON["VALUE"]; else print }' "$file" >"$tmp"
+    mv "$tmp" "$file"
   else
     printf '%s=%s\n' "$1" "$2" >>"$file"
   fi

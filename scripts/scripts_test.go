@@ -361,3 +361,32 @@ func TestPreflightHost(t *testing.T) {
 		}
 	}
 }
+
+// TestInitEnvWritesValuesVerbatim: init-env.sh writes each NAME=value as
+// given, characters sed would read as its own (& | \ /) included, over the
+// example's line (commented out or not), and keeps the file private.
+func TestInitEnvWritesValuesVerbatim(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "test.env")
+	const url = `https://hooks.example.com/services/T0?token=a&b=c|d\e/f`
+	cmd := exec.Command("bash", "init-env.sh", "DOMAIN=example.com", "ALERT_WEBHOOK_URL="+url, "ALERT_GROUP_WAIT=10s")
+	cmd.Env = append(os.Environ(), "SITEKIT_ENV_FILE="+path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("init-env.sh: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ALERT_WEBHOOK_URL=" + url, "ALERT_GROUP_WAIT=10s", "DOMAIN=example.com"} {
+		if n := strings.Count("\n"+string(b), "\n"+want+"\n"); n != 1 {
+			t.Errorf("the env file has %d lines %q; want 1", n, want)
+		}
+	}
+	if strings.Contains(string(b), "#ALERT_GROUP_WAIT=") {
+		t.Error("the commented-out ALERT_GROUP_WAIT line is still there beside the set one")
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the env file's mode is %v (%v); want 0600", fi.Mode().Perm(), err)
+	}
+}

@@ -133,9 +133,12 @@ or
   volume=${volume#volume }
   [[ "$user" =~ ^[0-9]+:[0-9]+$ ]] || die "redis runs as '$user'; expected uid:gid (compose.yaml's user)"
   printf 'restore: container %s, volume %s, image %s, user %s\n' "${cid:0:12}" "$volume" "${image:7:12}" "$user" >&2
-  # One restore at a time per project.
-  exec 9>"${TMPDIR:-/tmp}/sitekit-restore-$project.lock"
-  flock -n 9 || die "another restore of the project $project is running"
+  # One restore at a time from this checkout. The lock is the repository's
+  # folder itself, opened for reading: a lock file at a predictable name in
+  # a shared /tmp would let any local user plant a symlink there, which
+  # root's restore would then truncate.
+  exec 9<"$REPO"
+  flock -n 9 || die "another restore is running from $REPO"
 
   local image_version
   image_version=$(docker run --rm --network none --entrypoint /redis-server "$image" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')

@@ -94,9 +94,26 @@ func testBackupRestore(t *testing.T, s *stack) {
 		t.Fatalf("docker volume rm %s: %v\n%s", volume, err, out)
 	}
 
+	// A local user's trap at the lock path restore.sh once used: a symlink
+	// in the shared /tmp to a file of root's, which opening the lock for
+	// writing would truncate.
+	victim := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(victim, []byte("root's data\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trap := filepath.Join(os.TempDir(), "sitekit-restore-"+project+".lock")
+	os.Remove(trap)
+	if err := os.Symlink(victim, trap); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(trap) })
+
 	start = time.Now()
 	out = s.run(t, 10*time.Minute, "env", "SITEKIT_BACKUP_DIR="+dir, "bash", "scripts/restore.sh", rdb)
 	restoreTook := time.Since(start)
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "root's data\n" {
+		t.Errorf("the file behind the symlink at %s is now %q (%v): restore.sh wrote through it", trap, b, err)
+	}
 	if !strings.Contains(string(out), "up -d --wait") {
 		t.Errorf("scripts/restore.sh does not print the next step (docker compose up -d --wait)")
 	}

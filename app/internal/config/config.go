@@ -115,10 +115,18 @@ func isPlaceholder(pw string) bool {
 // tests) and validates it. The error names every bad variable and how to fix it.
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
+	env := l.str("APP_ENV", Development)
+	// Every interface only in production, where the container's network
+	// is what keeps the ports private; `go run ./app` on a laptop or a
+	// server listens on loopback unless told otherwise.
+	host := "127.0.0.1"
+	if env == Production {
+		host = ""
+	}
 	c := Config{
-		Env:            l.str("APP_ENV", Development),
-		Listen:         l.addr("APP_LISTEN", ":3000"),
-		InternalListen: l.addr("APP_INTERNAL_LISTEN", ":9100"),
+		Env:            env,
+		Listen:         l.addr("APP_LISTEN", host+":3000"),
+		InternalListen: l.addr("APP_INTERNAL_LISTEN", host+":9100"),
 		RedisURL:       l.str("REDIS_URL", "redis://localhost:6379/0"),
 		RedisTimeout:   l.duration("REDIS_TIMEOUT", 250*time.Millisecond, 10*time.Millisecond, 400*time.Millisecond),
 		RedisPoolSize:  l.integer("REDIS_POOL_SIZE", 20, 1, 1000),

@@ -17,12 +17,25 @@ func TestLoadDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load with no environment: %v", err)
 	}
-	if c.Env != Development || c.Listen != ":3000" || c.InternalListen != ":9100" ||
+	if c.Env != Development || c.Listen != "127.0.0.1:3000" || c.InternalListen != "127.0.0.1:9100" ||
 		c.RedisURL != "redis://localhost:6379/0" || c.LogLevel != zapcore.InfoLevel {
 		t.Errorf("defaults = %+v", c)
 	}
 	if c.IdleTimeout != 120*time.Second || c.DrainDelay != 5*time.Second || c.BodyLimit != 64<<10 {
 		t.Errorf("server defaults = idle %v drain %v body %d", c.IdleTimeout, c.DrainDelay, c.BodyLimit)
+	}
+}
+
+// TestLoadListenDefaults: outside production the listeners default to
+// loopback (go run ./app on a shared server must not publish pprof); in
+// production, inside the container, to every interface.
+func TestLoadListenDefaults(t *testing.T) {
+	c, err := Load(env(map[string]string{"APP_ENV": "production", "REDIS_URL": "redis://app:0123456789abcdef0123@redis:6379/0"}))
+	if err != nil {
+		t.Fatalf("Load in production: %v", err)
+	}
+	if c.Listen != ":3000" || c.InternalListen != ":9100" {
+		t.Errorf("production listeners %q, %q; want :3000, :9100", c.Listen, c.InternalListen)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +64,35 @@ func (r *alertReceiver) wait(t *testing.T, timeout time.Duration, name, status s
 				return nil
 			}
 		}
-		return fmt.Errorf("%d alerts received, none is %s %s", len(r.received), name, status)
+		var seen []string
+		for _, a := range r.received {
+			seen = append(seen, fmt.Sprintf("%s %s at %s", a.Labels["alertname"], a.Status, a.at.Format(time.TimeOnly)))
+		}
+		return fmt.Errorf("none is %s %s since %s; received: %v; Prometheus says: %s", name, status, since.Format(time.TimeOnly), seen, ruleState(name))
 	})
 	return got
+}
+
+// ruleState is what Prometheus says of the alerting rule name, for a
+// failure message.
+func ruleState(name string) string {
+	var data struct {
+		Groups []struct {
+			Rules []struct {
+				Name, State, Health, LastError string
+				Alerts                         []struct{ State, ActiveAt string }
+			}
+		}
+	}
+	if err := promGet("/api/v1/rules", url.Values{"type": {"alert"}}, &data); err != nil {
+		return err.Error()
+	}
+	for _, g := range data.Groups {
+		for _, r := range g.Rules {
+			if r.Name == name {
+				return fmt.Sprintf("%s, health %s %s, alerts %+v", r.State, r.Health, r.LastError, r.Alerts)
+			}
+		}
+	}
+	return "no such rule"
 }

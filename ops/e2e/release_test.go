@@ -117,37 +117,14 @@ func goInstall(t *testing.T, pkg string) string {
 func startRegistry(t *testing.T) (addr, logFile string) {
 	t.Helper()
 	bin := goInstall(t, registryModule)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = ln.Addr().String()
-	ln.Close()
+	addr = freeAddr(t, "tcp", "127.0.0.1")
 	dir := t.TempDir()
 	config := fmt.Sprintf("version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s}, delete: {enabled: true}}\nhttp: {addr: %q}\n", filepath.Join(dir, "data"), addr)
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
 	// No tracing exporter to send to.
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	log, err := os.Create(filepath.Join(dir, "registry.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		log.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(log.Name())
-			t.Logf("registry log:\n%s", b)
-		}
-	})
+	start(t, dir, "registry", bin, []string{"OTEL_TRACES_EXPORTER=none"}, "serve", filepath.Join(dir, "config.yml"))
 	waitFor(t, 30*time.Second, "the registry", func() error {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err != nil {
@@ -159,7 +136,7 @@ func startRegistry(t *testing.T) (addr, logFile string) {
 		}
 		return nil
 	})
-	return addr, log.Name()
+	return addr, filepath.Join(dir, "registry.log")
 }
 
 // requests counts the lines of the registry's access log with one of

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"sitekit/app/internal/account"
 	"sitekit/app/internal/config"
 	"sitekit/app/internal/password"
 	"sitekit/app/internal/ratelimit"
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		// Not fatal: /readyz says 503 until Redis answers, and the client
 		// reconnects by itself, so the app may start before Redis does.
 		log.Warn("redis not reachable yet", zap.Error(err))
+	} else {
+		warnSquattedAdmins(ctx, log, account.NewStore(rdb, time.Now), cfg.AdminEmails)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -104,11 +107,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		TrustedProxies:  cfg.TrustedProxies,
 		LimitTimeout:    cfg.RateLimitTimeout,
 		Limits: web.Limits{
-			Global:     ratelimit.Class{Name: "global", Rate: cfg.RateGlobal.N, Period: cfg.RateGlobal.Per, Burst: cfg.RateGlobalBurst, FailOpen: true},
-			Signup:     ratelimit.Class{Name: "signup", Rate: cfg.RateSignup.N, Period: cfg.RateSignup.Per},
-			LoginIP:    ratelimit.Class{Name: "login_ip", Rate: cfg.RateLoginIP.N, Period: cfg.RateLoginIP.Per},
-			LoginEmail: ratelimit.Class{Name: "login_email", Rate: cfg.RateLoginEmail.N, Period: cfg.RateLoginEmail.Per},
-			Contact:    ratelimit.Class{Name: "contact", Rate: cfg.RateContact.N, Period: cfg.RateContact.Per},
+			Global:       ratelimit.Class{Name: "global", Rate: cfg.RateGlobal.N, Period: cfg.RateGlobal.Per, Burst: cfg.RateGlobalBurst, FailOpen: true},
+			Signup:       ratelimit.Class{Name: "signup", Rate: cfg.RateSignup.N, Period: cfg.RateSignup.Per},
+			LoginIP:      ratelimit.Class{Name: "login_ip", Rate: cfg.RateLoginIP.N, Period: cfg.RateLoginIP.Per},
+			LoginEmail:   ratelimit.Class{Name: "login_email", Rate: cfg.RateLoginEmail.N, Period: cfg.RateLoginEmail.Per},
+			LoginAccount: ratelimit.Class{Name: "login_account", Rate: cfg.RateLoginAccount.N, Period: cfg.RateLoginAccount.Per},
+			Contact:      ratelimit.Class{Name: "contact", Rate: cfg.RateContact.N, Period: cfg.RateContact.Per},
 		},
 	})
 	if err != nil {
@@ -181,6 +185,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// warnSquattedAdmins warns of each ADMIN_EMAILS address whose account came
+// from public sign-up (before the address was listed) rather than from app
+// useradd: it has no admin rights, and its owner is not necessarily the
+// admin. The log names the entry's position, not the address.
+func warnSquattedAdmins(ctx context.Context, log *zap.Logger, accounts *account.Store, admins []string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for i, email := range admins {
+		u, err := accounts.ByEmail(ctx, email)
+		switch {
+		case errors.Is(err, account.ErrNotFound):
+		case err != nil:
+			log.Warn("could not check the ADMIN_EMAILS accounts", zap.Error(err))
+			return
+		case !u.Admin:
+			log.Warn("an ADMIN_EMAILS address belongs to an account made by public sign-up, not app useradd; it has no admin rights. "+
+				"Unlist the address, or give the admin another one and make that account with app useradd",
+				zap.Int("admin_emails_entry", i+1), zap.String("user_id", u.ID))
+		}
+	}
 }
 
 // newLogger returns the one root logger, and a function that writes out what

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"sitekit/app/internal/account"
 	"sitekit/app/internal/redistest"
 )
 
@@ -332,5 +338,27 @@ func TestUseraddAdmin(t *testing.T) {
 		if err := run(t.Context(), bad.args, getenv, strings.NewReader(bad.stdin), io.Discard); err == nil {
 			t.Errorf("useradd %v accepted", bad.args[2:])
 		}
+	}
+}
+
+// At start-up, an ADMIN_EMAILS address whose account came from public
+// sign-up is named by its position, never by the address.
+func TestWarnSquattedAdmins(t *testing.T) {
+	rs := redistest.Start(t)
+	accounts := account.NewStore(rs.Client(), time.Now)
+	if _, err := accounts.CreateAdmin(t.Context(), "root@example.com", "Root", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := accounts.Create(t.Context(), "ops@example.com", "Mallory", "h"); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	warnSquattedAdmins(t.Context(), zap.New(core), accounts, []string{"root@example.com", "ops@example.com", "new@example.com"})
+	all := logs.All()
+	if len(all) != 1 || all[0].Level != zapcore.WarnLevel || all[0].ContextMap()["admin_emails_entry"] != int64(2) {
+		t.Fatalf("warnings = %+v; want one, for entry 2", all)
+	}
+	if strings.Contains(fmt.Sprint(all[0].Message, all[0].ContextMap()), "ops@") {
+		t.Errorf("the warning names the address: %+v", all[0])
 	}
 }

@@ -19,7 +19,8 @@ import (
 // useradd creates an account from the command line, with the password read
 // from the first line of stdin (never from the arguments, which other users
 // of the host can see in ps). It is how admins get their accounts: public
-// sign-up refuses the emails in ADMIN_EMAILS.
+// sign-up refuses the emails in ADMIN_EMAILS, and only an account made here
+// carries the admin flag that admin rights need besides the listed email.
 //
 //	printf '%s\n' "$PASSWORD" | app useradd admin@example.com "Ada Admin"
 func useradd(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
@@ -52,7 +53,7 @@ func useradd(ctx context.Context, args []string, getenv func(string) string, std
 	if err != nil {
 		return err
 	}
-	u, err := account.NewStore(rdb, time.Now).Create(ctx, email, name, hash)
+	u, err := account.NewStore(rdb, time.Now).CreateAdmin(ctx, email, name, hash)
 	if err != nil {
 		return fmt.Errorf("useradd: %w", err)
 	}

@@ -141,25 +141,25 @@ func testEdge(t *testing.T, s *stack) {
 }
 
 // testForgedForwardedFor: a client that sends its own X-Forwarded-For to
-// Caddy stays in its own rate-limit bucket. Each failed sign-in spends one
-// request of the per-IP login limit; a forged address that the app believed
-// would start a fresh bucket.
+// Caddy stays in its own rate-limit bucket. Each signup attempt spends one
+// request of the per-IP signup limit (an empty body: 422, nothing made); a
+// forged address that the app believed would start a fresh bucket.
 func testForgedForwardedFor(t *testing.T, s *stack) {
 	login := func(forged string) (limit, remaining int) {
 		t.Helper()
-		req := mustRequest(t, http.MethodPost, site+"/api/sessions", `{"email":"nobody-`+strconv.Itoa(int(time.Now().UnixNano()))+`@example.com","password":"wrong password 1"}`)
+		req := mustRequest(t, http.MethodPost, site+"/api/users", `{}`)
 		if forged != "" {
 			req.Header.Set("X-Forwarded-For", forged)
 			req.Header.Set("X-Real-IP", forged)
 		}
 		resp, body := s.do(t, req)
-		if resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("POST /api/sessions with a wrong password: %s %s; want 401", resp.Status, trim(body))
+		if resp.StatusCode != http.StatusUnprocessableEntity {
+			t.Fatalf("POST /api/users with an empty body: %s %s; want 422", resp.Status, trim(body))
 		}
 		limit, err1 := strconv.Atoi(resp.Header.Get("RateLimit-Limit"))
 		remaining, err2 := strconv.Atoi(resp.Header.Get("RateLimit-Remaining"))
 		if err := errors.Join(err1, err2); err != nil {
-			t.Fatalf("POST /api/sessions: RateLimit headers: %v", err)
+			t.Fatalf("POST /api/users: RateLimit headers: %v", err)
 		}
 		return limit, remaining
 	}

@@ -28,11 +28,15 @@ var (
 )
 
 // User is an account. PasswordHash is a PHC string; it never leaves the app.
+// Admin is set only for an account made with CreateAdmin (app useradd), never
+// by public sign-up: admin rights need it and the email in ADMIN_EMAILS, so
+// whoever signed up with an address before an operator listed it gets none.
 type User struct {
 	ID           string
 	Email        string
 	Name         string
 	PasswordHash string
+	Admin        bool
 	CreatedAt    time.Time
 }
 
@@ -79,7 +83,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
   if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
   return 0
 end
-redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'name', ARGV[3], 'password_hash', ARGV[4], 'created_at', ARGV[5])
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'email', ARGV[2], 'name', ARGV[3], 'password_hash', ARGV[4], 'created_at', ARGV[5], 'admin', ARGV[6])
 local seq = redis.call('INCR', KEYS[4])
 redis.call('ZADD', KEYS[3], 0, string.format('%016d:%s', seq, ARGV[1]))
 return 1
@@ -88,17 +92,25 @@ return 1
 // Create stores a new account for email (already normalised), name and
 // passwordHash. It returns ErrEmailTaken when the email has an account.
 func (s *Store) Create(ctx context.Context, email, name, passwordHash string) (User, error) {
-	u := User{
-		ID:           NewID(),
-		Email:        email,
-		Name:         name,
-		PasswordHash: passwordHash,
-		CreatedAt:    s.now().UTC().Truncate(time.Millisecond),
+	return s.create(ctx, User{Email: email, Name: name, PasswordHash: passwordHash})
+}
+
+// CreateAdmin is Create for an account with the admin flag: app useradd's,
+// the operator's, never public sign-up's.
+func (s *Store) CreateAdmin(ctx context.Context, email, name, passwordHash string) (User, error) {
+	return s.create(ctx, User{Email: email, Name: name, PasswordHash: passwordHash, Admin: true})
+}
+
+func (s *Store) create(ctx context.Context, u User) (User, error) {
+	u.ID = NewID()
+	u.CreatedAt = s.now().UTC().Truncate(time.Millisecond)
+	admin := "0"
+	if u.Admin {
+		admin = "1"
 	}
-	ms := u.CreatedAt.UnixMilli()
 	ok, err := createScript.Run(ctx, s.rdb,
-		[]string{emailKey(email), userKey(u.ID), byCreatedKey, seqKey},
-		u.ID, u.Email, u.Name, u.PasswordHash, ms).Int()
+		[]string{emailKey(u.Email), userKey(u.ID), byCreatedKey, seqKey},
+		u.ID, u.Email, u.Name, u.PasswordHash, u.CreatedAt.UnixMilli(), admin).Int()
 	if err != nil {
 		return User{}, fmt.Errorf("create user: %w", err)
 	}
@@ -194,6 +206,7 @@ func fromHash(vals map[string]string) (User, error) {
 		Email:        vals["email"],
 		Name:         vals["name"],
 		PasswordHash: vals["password_hash"],
+		Admin:        vals["admin"] == "1",
 		CreatedAt:    time.UnixMilli(ms).UTC(),
 	}, nil
 }

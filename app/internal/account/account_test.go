@@ -29,21 +29,33 @@ func TestStore(t *testing.T) {
 	if _, err := s.Create(ctx, "ann@example.com", "Other", "$argon2id$other"); !errors.Is(err, ErrEmailTaken) {
 		t.Errorf("second Create = %v; want ErrEmailTaken", err)
 	}
+	// Only CreateAdmin's accounts carry the admin flag, and the email is
+	// taken whichever made it.
+	if u.Admin {
+		t.Error("Create made an admin account")
+	}
+	if _, err := s.CreateAdmin(ctx, "ann@example.com", "Ann", "h"); !errors.Is(err, ErrEmailTaken) {
+		t.Errorf("CreateAdmin on a taken email = %v; want ErrEmailTaken", err)
+	}
+	root, err := s.CreateAdmin(ctx, "root@example.com", "Root", "h")
+	if got, _ := s.ByEmail(ctx, "root@example.com"); err != nil || !root.Admin || got != root {
+		t.Errorf("CreateAdmin = %+v, %v; ByEmail = %+v; want the admin flag kept", root, err, got)
+	}
 	// The failed Create wrote nothing: one account, one index entry.
-	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 1 {
-		t.Errorf("users:by_created has %d members", n)
+	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 2 {
+		t.Errorf("users:by_created has %d members; want 2", n)
 	}
 	// A create that runs twice with one id (a retry) succeeds both times and
 	// writes one account.
 	id := NewID()
 	keys := []string{emailKey("bo@example.com"), userKey(id), byCreatedKey, seqKey}
 	for range 2 {
-		if n, err := createScript.Run(ctx, rs.Client(), keys, id, "bo@example.com", "Bo", "h", 1).Int(); n != 1 || err != nil {
+		if n, err := createScript.Run(ctx, rs.Client(), keys, id, "bo@example.com", "Bo", "h", 1, "0").Int(); n != 1 || err != nil {
 			t.Fatalf("create script = %d, %v; want 1 both times", n, err)
 		}
 	}
-	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 2 {
-		t.Errorf("users:by_created has %d members after a repeated create; want 2", n)
+	if n, _ := rs.Client().ZCard(ctx, byCreatedKey).Result(); n != 3 {
+		t.Errorf("users:by_created has %d members after a repeated create; want 3", n)
 	}
 
 	for _, id := range []string{"", "nope", NewID()} {

@@ -58,7 +58,8 @@ type Config struct {
 	RateGlobalBurst  int           // RATE_LIMIT_GLOBAL_BURST
 	RateSignup       Rate          // RATE_LIMIT_SIGNUP: per client IP
 	RateLoginIP      Rate          // RATE_LIMIT_LOGIN_IP: per client IP
-	RateLoginEmail   Rate          // RATE_LIMIT_LOGIN_EMAIL: failed sign-ins per target email
+	RateLoginEmail   Rate          // RATE_LIMIT_LOGIN_EMAIL: failed sign-ins per target email from one client, or one browser that signed in to it
+	RateLoginAccount Rate          // RATE_LIMIT_LOGIN_ACCOUNT: sign-ins per target email from every client without its device cookie
 	RateContact      Rate          // RATE_LIMIT_CONTACT: per client IP
 	RateLimitTimeout time.Duration // RATE_LIMIT_TIMEOUT: the longest a decision may take
 }
@@ -154,6 +155,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RateSignup:       l.rate("RATE_LIMIT_SIGNUP", "5/h"),
 		RateLoginIP:      l.rate("RATE_LIMIT_LOGIN_IP", "30/15m"),
 		RateLoginEmail:   l.rate("RATE_LIMIT_LOGIN_EMAIL", "10/15m"),
+		RateLoginAccount: l.rate("RATE_LIMIT_LOGIN_ACCOUNT", "100/h"),
 		RateContact:      l.rate("RATE_LIMIT_CONTACT", "5/h"),
 		RateLimitTimeout: l.duration("RATE_LIMIT_TIMEOUT", 250*time.Millisecond, 10*time.Millisecond, time.Second),
 	}
@@ -196,6 +198,7 @@ func (c Config) Fields() map[string]any {
 		"rate_signup":         c.RateSignup.String(),
 		"rate_login_ip":       c.RateLoginIP.String(),
 		"rate_login_email":    c.RateLoginEmail.String(),
+		"rate_login_account":  c.RateLoginAccount.String(),
 		"rate_contact":        c.RateContact.String(),
 		"rate_limit_timeout":  c.RateLimitTimeout.String(),
 	}

@@ -30,11 +30,14 @@ import (
 // logged out, or expired.
 var ErrNotFound = errors.New("no such session")
 
-// User is the snapshot of a user that a session carries.
+// User is the snapshot of a user that a session carries. Admin is the
+// account's flag (account.User.Admin), not yet the right: that also needs the
+// email in ADMIN_EMAILS, which the app checks on every request.
 type User struct {
 	ID        string
 	Email     string
 	Name      string
+	Admin     bool
 	CreatedAt time.Time
 }
 
@@ -81,6 +84,10 @@ func (s *Store) Create(ctx context.Context, u User, replace string) (Session, er
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	sess := Session{ID: base64.RawURLEncoding.EncodeToString(b), User: u, CreatedAt: s.now()}
 	now := strconv.FormatInt(sess.CreatedAt.UnixMilli(), 10)
+	admin := "0"
+	if u.Admin {
+		admin = "1"
+	}
 	k := key(sess.ID)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		if replace != "" {
@@ -89,7 +96,7 @@ func (s *Store) Create(ctx context.Context, u User, replace string) (Session, er
 		p.HSet(ctx, k,
 			"user_id", u.ID, "email", u.Email, "name", u.Name,
 			"user_created_at", strconv.FormatInt(u.CreatedAt.UnixMilli(), 10),
-			"created_at", now, "last_seen", now)
+			"admin", admin, "created_at", now, "last_seen", now)
 		p.PExpire(ctx, k, min(s.idle, s.lifetime))
 		return nil
 	})
@@ -103,9 +110,11 @@ func (s *Store) Create(ctx context.Context, u User, replace string) (Session, er
 
 // loadScript checks the session against the caller's clock, slides its idle
 // timeout and returns it, in one round trip. It returns nil for a missing
-// session and {0} for one that just expired (and deletes it).
+// session and {0} for one that just expired (and deletes it). A session made
+// before sessions carried the admin flag has none: it is no admin's until
+// its user signs in again.
 var loadScript = redis.NewScript(`
-local s = redis.call('HMGET', KEYS[1], 'user_id', 'email', 'name', 'user_created_at', 'created_at', 'last_seen')
+local s = redis.call('HMGET', KEYS[1], 'user_id', 'email', 'name', 'user_created_at', 'created_at', 'last_seen', 'admin')
 if not s[1] then return false end
 local now, idle, lifetime = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local created, last = tonumber(s[5]), tonumber(s[6])
@@ -115,7 +124,7 @@ if now - last >= idle or now - created >= lifetime then
 end
 redis.call('HSET', KEYS[1], 'last_seen', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], math.min(idle, created + lifetime - now))
-return {1, s[1], s[2], s[3], s[4], s[5]}
+return {1, s[1], s[2], s[3], s[4], s[5], s[7] or '0'}
 `)
 
 // Load returns the live session with id and marks it used, or ErrNotFound.
@@ -136,7 +145,7 @@ func (s *Store) Load(ctx context.Context, id string) (Session, error) {
 	case len(v) == 1:
 		s.ops.WithLabelValues("load", "expired").Inc()
 		return Session{}, ErrNotFound
-	case len(v) != 6:
+	case len(v) != 7:
 		s.ops.WithLabelValues("load", "error").Inc()
 		return Session{}, fmt.Errorf("load session: unexpected reply %v", v)
 	}
@@ -145,7 +154,7 @@ func (s *Store) Load(ctx context.Context, id string) (Session, error) {
 	s.ops.WithLabelValues("load", "ok").Inc()
 	return Session{
 		ID:        id,
-		User:      User{ID: str(1), Email: str(2), Name: str(3), CreatedAt: ms(4)},
+		User:      User{ID: str(1), Email: str(2), Name: str(3), Admin: str(6) == "1", CreatedAt: ms(4)},
 		CreatedAt: ms(5),
 	}, nil
 }

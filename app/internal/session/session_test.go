@@ -59,6 +59,12 @@ func TestCreateLoadDelete(t *testing.T) {
 	if _, err := s.Load(ctx, sess.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Load after Delete = %v; want ErrNotFound", err)
 	}
+	// The account's admin flag travels with the session.
+	root := User{ID: "ROOTID", Email: "root@example.com", Name: "Root", Admin: true, CreatedAt: ann.CreatedAt}
+	sess, err = s.Create(ctx, root, "")
+	if got, _ := s.Load(ctx, sess.ID); err != nil || got.User != root {
+		t.Errorf("Load = %+v, %v; want %+v", got.User, err, root)
+	}
 }
 
 func TestRotation(t *testing.T) {

@@ -82,7 +82,7 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := userJSON{ID: u.ID, Name: u.Name, CreatedAt: u.CreatedAt}
-	if viewer, _ := currentUser(r); viewer != nil && (viewer.ID == u.ID || s.admins[viewer.Email]) {
+	if viewer, _ := currentUser(r); viewer != nil && (viewer.ID == u.ID || s.isAdmin(viewer)) {
 		out.Email = u.Email
 	}
 	return writeJSON(w, http.StatusOK, out)

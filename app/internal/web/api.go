@@ -45,17 +45,18 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) error {
 }
 
 // register creates the account in (validated) for public sign-up, from the
-// API or the page. An email in ADMIN_EMAILS cannot sign up here: admin
-// rights follow the email, and emails are not verified, so whoever signed up
-// first with it would be admin. Admins are created with "app useradd"; here
-// the email looks taken, which is what it should be.
+// API or the page. An email in ADMIN_EMAILS cannot sign up here (admins are
+// made with app useradd, and emails are not verified): it looks taken, as
+// it should be. The password is hashed first, whatever the answer, so that
+// a refusal takes as long as a sign-up and timing does not tell the admins'
+// addresses from the rest.
 func (s *Server) register(ctx context.Context, in createUserRequest) (account.User, error) {
-	if s.admins[in.Email] {
-		return account.User{}, account.ErrEmailTaken
-	}
 	hash, err := s.hasher.Hash(ctx, in.Password)
 	if err != nil {
 		return account.User{}, err
+	}
+	if s.admins[in.Email] {
+		return account.User{}, account.ErrEmailTaken
 	}
 	return s.accounts.Create(ctx, in.Email, in.Name, hash)
 }

@@ -71,14 +71,22 @@ func (s *Server) requireUser(next handlerFunc) handlerFunc {
 }
 
 // requireAdmin guards an admin API route: 401 when signed out, 403 for a
-// user whose email is not in ADMIN_EMAILS.
+// user who is not an admin.
 func (s *Server) requireAdmin(next handlerFunc) handlerFunc {
 	return s.requireUser(func(w http.ResponseWriter, r *http.Request) error {
-		if u, _ := currentUser(r); !s.admins[u.Email] {
+		if u, _ := currentUser(r); !s.isAdmin(u) {
 			return errorf(http.StatusForbidden, codeForbidden, "admins only")
 		}
 		return next(w, r)
 	})
+}
+
+// isAdmin reports whether u (nil when signed out) has admin rights: an
+// account made with app useradd (the flag) whose email ADMIN_EMAILS lists.
+// Either alone is not enough: an address listed after someone signed up with
+// it is a squatter's, and an operator revokes rights by unlisting one.
+func (s *Server) isAdmin(u *session.User) bool {
+	return u != nil && u.Admin && s.admins[u.Email]
 }
 
 func (s *Server) setSessionCookie(w http.ResponseWriter, id string) {
@@ -114,14 +122,47 @@ var errBadCredentials = errorf(http.StatusUnauthorized, codeUnauthorized, "inval
 // email fail the same way after the same work (a full argon2id verify), so
 // neither the answer nor its timing tells whether an account exists.
 //
-// Every attempt spends one unit of the target email's limit before any
-// work, atomically, so concurrent guesses from many IPs cannot slip past
-// it; a success gives the units back. The limit fails closed.
+// Before any work, every attempt spends a unit of the limits on guessing
+// this account's password, atomically, so that concurrent guesses cannot
+// slip past them; they fail closed. Which limits depends on who asks, so
+// that nobody can lock the owner out by guessing wrong (OWASP's device
+// cookies):
+//
+//   - a browser that signed in to this account before (its device cookie):
+//     LoginEmail for that browser alone;
+//   - anyone else: LoginEmail for the client (its IP, IPv6 /64), then, if
+//     that allows it, LoginAccount for everyone without the cookie together.
+//
+// So one client gets LoginEmail's guesses at an account, however it tries;
+// a crowd of clients gets LoginAccount's, after which only browsers that
+// signed in before get in (and the owner in a new browser waits for the
+// limit to refill). A success gives back the units of its own LoginEmail
+// bucket and marks the browser as known to the account.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, email, password string) (account.User, error) {
 	ctx := r.Context()
-	emailKey := ratelimit.HashKey(email)
-	if err := s.decide(w, r, s.limits.LoginEmail, emailKey); err != nil {
+	accountKey := ratelimit.HashKey(email)
+	var device string
+	if c, err := r.Cookie(s.deviceCookie); err == nil && session.ValidDeviceToken(c.Value) {
+		device = c.Value
+	}
+	known := false
+	if device != "" {
+		var err error
+		if known, err = s.sessions.KnownDevice(ctx, device, accountKey); err != nil {
+			return account.User{}, err
+		}
+	}
+	bucket := accountKey + ":" + clientKey(r)
+	if known {
+		bucket = accountKey + ":device:" + ratelimit.HashKey(device)
+	}
+	if err := s.decide(w, r, s.limits.LoginEmail, bucket); err != nil {
 		return account.User{}, err
+	}
+	if !known {
+		if err := s.decide(w, r, s.limits.LoginAccount, accountKey); err != nil {
+			return account.User{}, err
+		}
 	}
 	u, err := s.accounts.ByEmail(ctx, email)
 	if err != nil && !errors.Is(err, account.ErrNotFound) {
@@ -134,9 +175,26 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, email, pas
 	if !ok {
 		return account.User{}, errBadCredentials
 	}
-	if err := s.limiter.Reset(ctx, s.limits.LoginEmail, emailKey); err != nil {
+	if err := s.limiter.Reset(ctx, s.limits.LoginEmail, bucket); err != nil {
 		// The sign-in stands; the units stay spent until they refill.
 		s.log.Warn("reset login limit", zap.String("request_id", requestID(ctx)), zap.Error(err))
+	}
+	if device == "" {
+		device = session.NewDeviceToken()
+	}
+	if err := s.sessions.RememberDevice(ctx, device, accountKey); err != nil {
+		// The sign-in stands; this browser is counted as a stranger's.
+		s.log.Warn("remember device", zap.String("request_id", requestID(ctx)), zap.Error(err))
+	} else {
+		http.SetCookie(w, &http.Cookie{
+			Name:     s.deviceCookie,
+			Value:    device,
+			Path:     "/",
+			MaxAge:   int(session.DeviceLifetime.Seconds()),
+			Secure:   s.secure,
+			HttpOnly: true,
+			SameSite: http.SameSiteLaxMode,
+		})
 	}
 	return u, nil
 }
@@ -148,7 +206,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request, u account.User) 
 	if c, err := r.Cookie(s.cookieName); err == nil {
 		old = c.Value
 	}
-	sess, err := s.sessions.Create(r.Context(), session.User{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt}, old)
+	sess, err := s.sessions.Create(r.Context(), session.User{ID: u.ID, Email: u.Email, Name: u.Name, Admin: u.Admin, CreatedAt: u.CreatedAt}, old)
 	if err != nil {
 		return err
 	}

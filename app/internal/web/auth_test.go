@@ -72,6 +72,19 @@ func TestCookieAttributes(t *testing.T) {
 			if len(keys) != 1 || strings.Contains(keys[0], c.Value) {
 				t.Errorf("session keys = %v; cookie value %s", keys, c.Value)
 			}
+			// The device cookie, for the sign-in limits, is as guarded.
+			var d *http.Cookie
+			for _, x := range resp.Cookies() {
+				if x.Name == map[bool]string{false: "device", true: "__Host-device"}[production] {
+					d = x
+				}
+			}
+			if d == nil || d.Secure != production || !d.HttpOnly || d.SameSite != http.SameSiteLaxMode ||
+				d.Path != "/" || d.Domain != "" || d.MaxAge != 180*24*3600 || len(d.Value) != 43 {
+				t.Errorf("device cookie = %+v; want Secure=%v, HttpOnly, SameSite=Lax, Path=/, no Domain, Max-Age 180 days", d, production)
+			} else if keys, _ := e.redis.Client().Keys(t.Context(), "device:*").Result(); len(keys) != 1 || strings.Contains(keys[0], d.Value) {
+				t.Errorf("device keys = %v; cookie value %s", keys, d.Value)
+			}
 		})
 	}
 }
@@ -236,7 +249,7 @@ func TestAdminViews(t *testing.T) {
 	}
 	// Admins are made out of band (app useradd).
 	hash, _ := e.srv.hasher.Hash(t.Context(), pw)
-	rootUser, err := e.srv.accounts.Create(t.Context(), "root@example.com", "Root", hash)
+	rootUser, err := e.srv.accounts.CreateAdmin(t.Context(), "root@example.com", "Root", hash)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,6 +333,59 @@ func TestAdminViews(t *testing.T) {
 	}
 	if body := readBody(t, e.do("GET", "/api/users/"+rootID, "", "Cookie", root)); !strings.Contains(body, "root@example.com") {
 		t.Errorf("a user does not see their own email: %s", body)
+	}
+}
+
+// An address an operator lists in ADMIN_EMAILS after someone signed up
+// with it gives that someone nothing: admin rights need an account made by
+// app useradd. On the code before the admin flag, the squatter's session
+// listed every user.
+func TestAdminEmailSquatted(t *testing.T) {
+	// Monday: ops@ is nobody's admin address yet, and Mallory signs up with it.
+	monday := newTestEnv(t)
+	monday.signup("ops@example.com", pw, "Mallory")
+	// Tuesday: the operator lists ops@ and restarts the app on the same Redis.
+	e := newTestEnv(t, withRedis(monday.redis), withDeps(func(d *Deps) { d.Admins = []string{"ops@example.com"} }))
+	squatter := e.login("ops@example.com", pw)
+	for _, path := range []string{"/api/users", "/api/contact"} {
+		if r := e.do("GET", path, "", "Cookie", squatter); r.StatusCode != 403 {
+			t.Errorf("%s as the account that signed up before its address was listed = %d; want 403", path, r.StatusCode)
+		}
+	}
+	// A useradd-made account that ADMIN_EMAILS does not list has no rights
+	// either: unlisting an address revokes them.
+	hash, _ := e.srv.hasher.Hash(t.Context(), pw)
+	if _, err := e.srv.accounts.CreateAdmin(t.Context(), "former@example.com", "Former", hash); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do("GET", "/api/users", "", "Cookie", e.login("former@example.com", pw)); r.StatusCode != 403 {
+		t.Errorf("/api/users as an unlisted useradd account = %d; want 403", r.StatusCode)
+	}
+}
+
+// Signup refuses an admin address only after the same work as any other
+// signup (a full argon2id hash), so timing does not single the admins out.
+// On the code before, that refusal took 1.5 ms against 30-70 ms.
+func TestSignupRefusalsLookAlike(t *testing.T) {
+	e := newTestEnv(t, withHasher(password.NewHasher(password.Params, 2, 10*time.Second)),
+		withDeps(func(d *Deps) { d.Admins = []string{"root@example.com"} }))
+	e.signup("ann@example.com", pw, "Ann")
+	attempt := func(email string) time.Duration {
+		start := time.Now()
+		resp := e.do("POST", "/api/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"M"}`, email, pw))
+		elapsed := time.Since(start)
+		if resp.StatusCode != 409 {
+			t.Fatalf("signup %s = %d; want 409", email, resp.StatusCode)
+		}
+		return elapsed
+	}
+	// The fastest of three each: the work, not a scheduler's hiccup.
+	fastest := func(email string) time.Duration {
+		return min(attempt(email), attempt(email), attempt(email))
+	}
+	admin, taken := fastest("root@example.com"), fastest("ann@example.com")
+	if admin < taken/3 {
+		t.Errorf("signup refused an admin address in %v, a taken one in %v: the work differs", admin, taken)
 	}
 }
 
@@ -450,42 +516,121 @@ func TestRateLimitResponses(t *testing.T) {
 	}
 }
 
-// Guessing one account's password from many IPs is stopped by the per-email
-// limit; a successful sign-in gives its units back.
-func TestLoginLimitPerEmail(t *testing.T) {
+// signInAttempt is one POST /api/sessions through Caddy (10.0.0.2, trusted)
+// for the client ip, with the cookies given; it returns the status and the
+// device cookie the answer set, if any.
+func (e *testEnv) signInAttempt(email, password, ip string, cookies ...string) (int, string) {
+	e.t.Helper()
+	req := httptest.NewRequest("POST", "/api/sessions", strings.NewReader(fmt.Sprintf(`{"email":%q,"password":%q}`, email, password)))
+	req.Header.Set("Content-Type", "application/json")
+	req.RemoteAddr = "10.0.0.2:1"
+	req.Header.Set("X-Forwarded-For", ip)
+	if len(cookies) > 0 {
+		req.Header.Set("Cookie", strings.Join(cookies, "; "))
+	}
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, req)
+	for _, c := range w.Result().Cookies() {
+		if c.Name == "device" {
+			return w.Code, c.Name + "=" + c.Value
+		}
+	}
+	return w.Code, ""
+}
+
+func newLoginLimitEnv(t *testing.T, perClient, perAccount int) *testEnv {
 	trusted, _ := clientip.ParsePrefixes("10.0.0.2")
-	e := newTestEnv(t, withDeps(func(d *Deps) {
+	return newTestEnv(t, withDeps(func(d *Deps) {
 		d.TrustedProxies = trusted
-		d.Limits.LoginEmail = ratelimit.Class{Name: "login_email", Rate: 3, Period: 15 * time.Minute}
+		d.Limits.LoginEmail = ratelimit.Class{Name: "login_email", Rate: perClient, Period: 15 * time.Minute}
+		d.Limits.LoginAccount = ratelimit.Class{Name: "login_account", Rate: perAccount, Period: time.Hour}
 	}))
+}
+
+// One client gets RATE_LIMIT_LOGIN_EMAIL's guesses at an account, the right
+// password included once it is spent; the owner, elsewhere, still signs in.
+// On the code before device cookies, the per-email limit was shared by
+// everyone, and the owner got 429.
+func TestLoginLimitPerClient(t *testing.T) {
+	e := newLoginLimitEnv(t, 3, 100)
 	e.signup("ann@example.com", pw, "Ann")
-	e.signup("bo@example.com", pw, "Bo")
-	try := func(email, password string, ip int) int {
-		req := httptest.NewRequest("POST", "/api/sessions", strings.NewReader(fmt.Sprintf(`{"email":%q,"password":%q}`, email, password)))
-		req.Header.Set("Content-Type", "application/json")
-		req.RemoteAddr = "10.0.0.2:1"
-		req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", ip))
-		w := httptest.NewRecorder()
-		e.h.ServeHTTP(w, req)
-		return w.Code
-	}
 	var got []int
-	for ip := range 6 {
-		got = append(got, try("ann@example.com", "wrong password!", ip))
+	for range 5 {
+		code, _ := e.signInAttempt("ann@example.com", "wrong password!", "198.51.100.7")
+		got = append(got, code)
 	}
-	if fmt.Sprint(got) != "[401 401 401 429 429 429]" {
-		t.Errorf("guesses from six IPs = %v; want three 401s, then 429s", got)
+	if fmt.Sprint(got) != "[401 401 401 429 429]" {
+		t.Errorf("five guesses from one client = %v; want three 401s, then 429s", got)
 	}
-	if code := try("ann@example.com", pw, 99); code != 429 {
-		t.Errorf("right password while limited = %d; want 429", code)
+	if code, _ := e.signInAttempt("ann@example.com", pw, "198.51.100.7"); code != 429 {
+		t.Errorf("the right password from the limited client = %d; want 429 (the bound holds for it)", code)
 	}
-	// Bo: two failures, a success (which resets), then three more failures.
+	// Another address of the same IPv6 /64 is the same client.
+	for i, ip := range []string{"2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::ffff"} {
+		want := map[bool]int{true: 401, false: 429}[i < 3]
+		if code, _ := e.signInAttempt("ann@example.com", "wrong password!", ip); code != want {
+			t.Errorf("guess %d from %s = %d; want %d (one /64, one bucket)", i+1, ip, code, want)
+		}
+	}
+	if code, _ := e.signInAttempt("ann@example.com", pw, "203.0.113.5"); code != 200 {
+		t.Errorf("the owner from elsewhere while one client hammers = %d; want 200", code)
+	}
+	// A success gives its own client's units back.
 	got = nil
-	for i, p := range []string{"nope nope nope", "nope nope nope", pw, "nope nope nope", "nope nope nope", "nope nope nope", "nope nope nope"} {
-		got = append(got, try("bo@example.com", p, 50+i))
+	for _, p := range []string{"nope nope nope", "nope nope nope", pw, "nope nope nope", "nope nope nope", "nope nope nope", "nope nope nope"} {
+		code, _ := e.signInAttempt("ann@example.com", p, "192.0.2.9")
+		got = append(got, code)
 	}
 	if fmt.Sprint(got) != "[401 401 200 401 401 401 429]" {
-		t.Errorf("Bo = %v", got)
+		t.Errorf("two failures, a success, four failures = %v; want [401 401 200 401 401 401 429]", got)
+	}
+}
+
+// A crowd of clients together gets RATE_LIMIT_LOGIN_ACCOUNT's guesses; then
+// only a browser that signed in to the account before gets in, and within
+// its own budget.
+func TestLoginLimitPerAccount(t *testing.T) {
+	e := newLoginLimitEnv(t, 3, 5)
+	e.signup("ann@example.com", pw, "Ann")
+	code, device := e.signInAttempt("ann@example.com", pw, "203.0.113.5") // the owner's browser, last week
+	if code != 200 || device == "" {
+		t.Fatalf("the owner's first sign-in = %d, device cookie %q; want 200 and a cookie", code, device)
+	}
+	var got []int
+	for i := range 8 {
+		code, _ := e.signInAttempt("ann@example.com", "wrong password!", fmt.Sprintf("198.51.100.%d", i+1))
+		got = append(got, code)
+	}
+	// The owner's sign-in spent one of the five.
+	if fmt.Sprint(got) != "[401 401 401 401 429 429 429 429]" {
+		t.Errorf("guesses from eight clients = %v; want four 401s, then 429s", got)
+	}
+	if code, _ := e.signInAttempt("ann@example.com", pw, "192.0.2.44"); code != 429 {
+		t.Errorf("the right password from a new browser while the account's budget is spent = %d; want 429", code)
+	}
+	// The device cookie only counts for the account it signed in to.
+	e.signup("bo@example.com", pw, "Bo")
+	for range 3 {
+		e.signInAttempt("bo@example.com", "wrong password!", "198.51.100.50")
+	}
+	if code, _ := e.signInAttempt("ann@example.com", pw, "198.51.100.9", device); code != 200 {
+		t.Errorf("the owner's browser while the account's budget is spent = %d; want 200", code)
+	}
+	if code, _ := e.signInAttempt("bo@example.com", pw, "198.51.100.50", device); code != 429 {
+		t.Errorf("Ann's browser on Bo's account, from Bo's guesser's address = %d; want 429 (a stranger there)", code)
+	}
+	// A stolen device cookie is worth its own bucket of guesses, no more.
+	got = nil
+	for range 4 {
+		code, _ := e.signInAttempt("ann@example.com", "wrong password!", "198.51.100.77", device)
+		got = append(got, code)
+	}
+	if fmt.Sprint(got) != "[401 401 401 429]" {
+		t.Errorf("guesses with the owner's device cookie = %v; want three 401s, then 429", got)
+	}
+	// A forged or foreign token is a stranger's.
+	if code, _ := e.signInAttempt("ann@example.com", pw, "198.51.100.78", "device="+strings.Repeat("A", 43)); code != 429 {
+		t.Errorf("a made-up device token = %d; want 429", code)
 	}
 }
 

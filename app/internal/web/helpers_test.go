@@ -51,8 +51,9 @@ type envConfig struct {
 	limitTimeout time.Duration // Deps.LimitTimeout
 	deps         func(*Deps)   // changes to the defaults below, made last
 	bodyLimit    int64
-	before       func(*Server) // runs before the chain is built, to add test-only routes
-	log          *zap.Logger   // nil: logs are kept in memory for assertions
+	before       func(*Server)     // runs before the chain is built, to add test-only routes
+	log          *zap.Logger       // nil: logs are kept in memory for assertions
+	redis        *redistest.Server // nil: a new one
 }
 
 func withHasher(h *password.Hasher) envOption { return func(c *envConfig) { c.hasher = h } }
@@ -73,6 +74,10 @@ func unlimited(name string, failOpen bool) ratelimit.Class {
 }
 func withRoutes(f func(*Server)) envOption { return func(c *envConfig) { c.before = f } }
 
+// withRedis runs the app on rs, another env's Redis: a restart with a new
+// configuration on the same data.
+func withRedis(rs *redistest.Server) envOption { return func(c *envConfig) { c.redis = rs } }
+
 // withProductionLogs writes logs as production does, JSON at info, but to
 // io.Discard: for benchmarks, where keeping every entry would skew memory.
 func withProductionLogs() envOption {
@@ -92,7 +97,10 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	rs := redistest.Start(t)
+	rs := cfg.redis
+	if rs == nil {
+		rs = redistest.Start(t)
+	}
 	rdb, err := redisdb.New(rs.URL(), redisdb.Options{Timeout: cfg.redisTimeout, PoolSize: 20})
 	if err != nil {
 		t.Fatal(err)
@@ -116,11 +124,12 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 		SessionLifetime: 12 * time.Hour,
 		LimitTimeout:    cfg.limitTimeout,
 		Limits: Limits{
-			Global:     unlimited("global", true),
-			Signup:     unlimited("signup", false),
-			LoginIP:    unlimited("login_ip", false),
-			LoginEmail: unlimited("login_email", false),
-			Contact:    unlimited("contact", false),
+			Global:       unlimited("global", true),
+			Signup:       unlimited("signup", false),
+			LoginIP:      unlimited("login_ip", false),
+			LoginEmail:   unlimited("login_email", false),
+			LoginAccount: unlimited("login_account", false),
+			Contact:      unlimited("contact", false),
 		},
 	}
 	if cfg.deps != nil {

@@ -25,8 +25,7 @@ func (s *Server) limitGlobal(next http.Handler) http.Handler {
 	})
 }
 
-// limit applies class per client IP to one route. Its headers replace the
-// global limit's: they describe the stricter one.
+// limit applies class per client IP to one route.
 func (s *Server) limit(class ratelimit.Class, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.decide(w, r, class, clientKey(r)); err != nil {
@@ -64,9 +63,14 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, class ratelimit.
 }
 
 // setRateLimitHeaders writes the IETF draft's RateLimit-Limit, -Remaining and
-// -Reset (seconds until the limit is whole again).
+// -Reset (seconds until the limit is whole again), unless a decision already
+// made for this request left fewer remaining: the headers describe the class
+// the client is nearest to running out of.
 func setRateLimitHeaders(w http.ResponseWriter, d ratelimit.Decision) {
 	h := w.Header()
+	if n, err := strconv.Atoi(h.Get("RateLimit-Remaining")); err == nil && n < d.Remaining {
+		return
+	}
 	h.Set("RateLimit-Limit", strconv.Itoa(d.Limit))
 	h.Set("RateLimit-Remaining", strconv.Itoa(d.Remaining))
 	h.Set("RateLimit-Reset", seconds(d.Reset))

@@ -46,34 +46,36 @@ type Deps struct {
 
 // Limits are the rate-limit classes the routes use.
 type Limits struct {
-	Global     ratelimit.Class // every request, per client IP; fails open
-	Signup     ratelimit.Class // per client IP; fails closed
-	LoginIP    ratelimit.Class // per client IP; fails closed
-	LoginEmail ratelimit.Class // failed sign-ins per target email; fails closed
-	Contact    ratelimit.Class // per client IP; fails closed
+	Global       ratelimit.Class // every request, per client IP; fails open
+	Signup       ratelimit.Class // per client IP; fails closed
+	LoginIP      ratelimit.Class // per client IP; fails closed
+	LoginEmail   ratelimit.Class // failed sign-ins per target email and client, or per browser that signed in to it; fails closed
+	LoginAccount ratelimit.Class // sign-ins per target email from all clients without its device cookie; fails closed
+	Contact      ratelimit.Class // per client IP; fails closed
 }
 
 // Server holds the handlers' dependencies and the router.
 type Server struct {
-	log        *zap.Logger
-	redis      *redis.Client
-	accounts   *account.Store
-	contacts   *contact.Store
-	sessions   *session.Store
-	limiter    *ratelimit.Limiter
-	limits     Limits
-	clientIPs  *clientip.Resolver
-	hasher     *password.Hasher
-	metrics    *httpMetrics
-	pages      *renderer
-	validate   *validator.Validate
-	csrf       *http.CrossOriginProtection
-	admins     map[string]bool
-	cookieName string
-	secure     bool
-	bodyLimit  int64
-	draining   atomic.Bool
-	router     *mux.Router
+	log          *zap.Logger
+	redis        *redis.Client
+	accounts     *account.Store
+	contacts     *contact.Store
+	sessions     *session.Store
+	limiter      *ratelimit.Limiter
+	limits       Limits
+	clientIPs    *clientip.Resolver
+	hasher       *password.Hasher
+	metrics      *httpMetrics
+	pages        *renderer
+	validate     *validator.Validate
+	csrf         *http.CrossOriginProtection
+	admins       map[string]bool
+	cookieName   string // the session's
+	deviceCookie string // the browser's, for sign-in limits (authenticate)
+	secure       bool
+	bodyLimit    int64
+	draining     atomic.Bool
+	router       *mux.Router
 }
 
 // New returns a Server with every route installed.
@@ -107,9 +109,9 @@ func New(d Deps) (*Server, error) {
 	// The __Host- prefix makes browsers refuse the cookie unless it is Secure,
 	// has Path=/ and no Domain: no subdomain or plain-http page can set or
 	// shadow it. Plain http on localhost in development cannot be Secure.
-	s.cookieName = "session"
+	s.cookieName, s.deviceCookie = "session", "device"
 	if d.Production {
-		s.cookieName = "__Host-session"
+		s.cookieName, s.deviceCookie = "__Host-session", "__Host-device"
 	}
 	s.csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.respondError(w, r, errorf(http.StatusForbidden, codeForbidden, "cross-origin request refused"))

@@ -126,7 +126,12 @@ func checkAPIError(t *testing.T, resp *http.Response, body []byte, code string) 
 func TestEdge(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, stackConfig{
-		app: map[string]string{"RATE_LIMIT_CONTACT": "3/h"}, // exhausted on purpose below
+		app: map[string]string{
+			"RATE_LIMIT_CONTACT": "3/h", // exhausted on purpose below
+			// Below Caddy's EDGE_BODY_LIMIT (64 KiB, by default the same),
+			// so that a body between the two meets the app's limit.
+			"APP_BODY_LIMIT": "32768",
+		},
 	})
 	h1, h2 := s.client("h1"), s.client("h2")
 
@@ -195,8 +200,8 @@ func TestEdge(t *testing.T) {
 
 	t.Run("security headers on every response", func(t *testing.T) {
 		// Not to /api/contact: that would spend the contact limit tested below.
-		large := []byte(`{"email":"edge@example.com","password":"` + strings.Repeat("x", 100<<10) + `","name":"Edge"}`)
-		tooLarge := bytes.Repeat([]byte("x"), 1_100_000) // over EDGE_BODY_LIMIT (1MB)
+		large := []byte(`{"email":"edge@example.com","password":"` + strings.Repeat("x", 40<<10) + `","name":"Edge"}`)
+		tooLarge := bytes.Repeat([]byte("x"), 200<<10) // over EDGE_BODY_LIMIT (64 KiB)
 		for _, tc := range []struct {
 			name   string
 			client *http.Client
@@ -213,7 +218,7 @@ func TestEdge(t *testing.T) {
 			{"api 404 from the app", h2, newRequest(t, http.MethodGet, s.url("/api/nothing"), nil), 404, "not_found"},
 			{"api 413 from the app (over APP_BODY_LIMIT)", h1, newRequest(t, http.MethodPost, s.url("/api/users"), large), 413, "payload_too_large"},
 			// Expect: 100-continue, so the client does not race Caddy's
-			// early answer with a megabyte of body. (Go's server still
+			// early answer with 200 KiB of body. (Go's server still
 			// reads some of the body before it answers, so the client
 			// sends it after ExpectContinueTimeout.)
 			{"api 413 from Caddy (over EDGE_BODY_LIMIT)", h1, expectContinue(newRequest(t, http.MethodPost, s.url("/api/users"), tooLarge)), 413, "payload_too_large"},

@@ -74,3 +74,42 @@ func TestComposeEdgeSettings(t *testing.T) {
 		t.Fatalf("found only %d settings in the Caddyfile: %v", len(seen), seen)
 	}
 }
+
+// composeRedisUser returns the redis-server arguments that compose.yaml gives
+// Redis for the ACL user name ("--user", name, "on", ">password", rules...),
+// with password in place of the one from .env.
+func composeRedisUser(t testing.TB, name, password string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(binaries.root, "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command []string `yaml:"command"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	cmd := compose.Services["redis"].Command
+	for i := 0; i < len(cmd); i++ {
+		if cmd[i] != "--user" || i+1 >= len(cmd) || cmd[i+1] != name {
+			continue
+		}
+		out = append(out, "--user", name)
+		for i += 2; i < len(cmd) && cmd[i] != "--user"; i++ {
+			if strings.HasPrefix(cmd[i], ">") {
+				out = append(out, ">"+password)
+				continue
+			}
+			out = append(out, cmd[i])
+		}
+		break
+	}
+	if len(out) < 6 {
+		t.Fatalf("compose.yaml gives Redis no user %q: %v", name, cmd)
+	}
+	return out
+}

@@ -375,16 +375,31 @@ func TestEdge(t *testing.T) {
 		}
 		resp, body = do(t, h2, newRequest(t, http.MethodPost, s.url("/api/sessions"),
 			[]byte(`{"email":"`+email+`","password":"`+password+`"}`)))
-		var session *http.Cookie
+		var session, device *http.Cookie
+		for _, c := range resp.Cookies() {
+			switch c.Name {
+			case "__Host-session":
+				session = c
+			case "__Host-device":
+				device = c
+			}
+		}
+		if resp.StatusCode != http.StatusOK || session == nil || len(session.Value) < 32 || device == nil {
+			t.Fatalf("POST /api/sessions = %d, cookie %v, device cookie %v: %s", resp.StatusCode, session, device, body)
+		}
+		// Again, from the browser that signed in (its device cookie): the
+		// sign-in limits look the device up in Redis, as the app's user.
+		req := newRequest(t, http.MethodPost, s.url("/api/sessions"), []byte(`{"email":"`+email+`","password":"`+password+`"}`))
+		req.AddCookie(device)
+		if resp, body = do(t, h2, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("POST /api/sessions with the device cookie = %d: %s", resp.StatusCode, body)
+		}
 		for _, c := range resp.Cookies() {
 			if c.Name == "__Host-session" {
 				session = c
 			}
 		}
-		if resp.StatusCode != http.StatusOK || session == nil || len(session.Value) < 32 {
-			t.Fatalf("POST /api/sessions = %d, cookie %v: %s", resp.StatusCode, session, body)
-		}
-		req := newRequest(t, http.MethodGet, s.url("/api/me"), nil)
+		req = newRequest(t, http.MethodGet, s.url("/api/me"), nil)
 		req.AddCookie(session)
 		req.Header.Set("Authorization", "Bearer edge-test-secret-token")
 		resp, body = do(t, h2, req)
@@ -411,7 +426,7 @@ func TestEdge(t *testing.T) {
 			t.Errorf("caddy logged Set-Cookie as %v, want [REDACTED]", got)
 		}
 		log := s.caddy.stdout.String() + s.caddy.stderr.String()
-		for _, secret := range []string{session.Value, "edge-test-secret-token", password} {
+		for _, secret := range []string{session.Value, device.Value, "edge-test-secret-token", password} {
 			if strings.Contains(log, secret) {
 				t.Errorf("caddy's log contains a secret (%.8s…)", secret)
 			}

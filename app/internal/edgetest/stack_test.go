@@ -219,8 +219,12 @@ type stack struct {
 // until a request through Caddy reaches the app.
 func startStack(t testing.TB, cfg stackConfig) *stack {
 	t.Helper()
+	// The app signs in as compose.yaml's app user, with its ACL: a command
+	// the app sends that the stack's Redis would refuse fails here too.
 	password := "edgetest-" + rand.Text() // production refuses a short or placeholder password
-	s := &stack{t: t, redis: redistest.Start(t, redistest.WithPassword(password)), appLog: &logBuffer{}}
+	appPassword := "edgetest-app-" + rand.Text()
+	s := &stack{t: t, redis: redistest.Start(t, redistest.WithPassword(password),
+		redistest.WithArgs(composeRedisUser(t, "app", appPassword)...)), appLog: &logBuffer{}}
 
 	s.appPort = freePort(t, false)
 	s.appAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.appPort))
@@ -229,7 +233,7 @@ func startStack(t testing.TB, cfg stackConfig) *stack {
 		"APP_ENV":              "production",
 		"APP_LISTEN":           s.appAddr,
 		"APP_INTERNAL_LISTEN":  net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, false))),
-		"REDIS_URL":            s.redis.URL(),
+		"REDIS_URL":            "redis://app:" + appPassword + "@" + s.redis.Addr() + "/0",
 		"TRUSTED_PROXIES":      "127.0.0.1", // Caddy
 		"APP_DRAIN_DELAY":      "200ms",
 		"APP_SHUTDOWN_TIMEOUT": "5s",

@@ -23,6 +23,7 @@ type Server struct {
 	dir      string
 	port     int
 	password string
+	args     []string
 	cmd      *exec.Cmd
 }
 
@@ -32,6 +33,12 @@ type Option func(*Server)
 // WithPassword makes the server require password (requirepass).
 func WithPassword(password string) Option {
 	return func(s *Server) { s.password = password }
+}
+
+// WithArgs adds command-line arguments to redis-server's, for example the
+// ACL users of compose.yaml ("--user", "app", ...).
+func WithArgs(args ...string) Option {
+	return func(s *Server) { s.args = append(s.args, args...) }
 }
 
 // Start runs a redis-server and stops it when t ends. Without redis-server on
@@ -86,6 +93,7 @@ func (s *Server) Start() {
 	if s.password != "" {
 		args = append(args, "--requirepass", s.password)
 	}
+	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)

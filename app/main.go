@@ -93,12 +93,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	redisdb.Instrument(rdb, reg)
 
 	srv, err := web.New(web.Deps{
-		Log:       log,
-		Redis:     rdb,
-		Registry:  reg,
-		Hasher:    password.NewHasher(password.Params, cfg.HashConcurrency, cfg.HashWait),
-		Now:       time.Now,
-		BodyLimit: cfg.BodyLimit,
+		Log:        log,
+		Redis:      rdb,
+		Registry:   reg,
+		Hasher:     password.NewHasher(password.Params, cfg.HashConcurrency, cfg.HashWait),
+		Now:        time.Now,
+		BodyLimit:  cfg.BodyLimit,
+		ContactMax: cfg.ContactMax,
 
 		Production:      cfg.Production(),
 		SessionIdle:     cfg.SessionIdleTimeout,

@@ -43,6 +43,7 @@ type Config struct {
 	IdleTimeout       time.Duration // APP_IDLE_TIMEOUT: longer than Caddy's upstream keep-alive
 	MaxHeaderBytes    int           // APP_MAX_HEADER_BYTES
 	BodyLimit         int64         // APP_BODY_LIMIT: largest JSON or form body, in bytes
+	ContactMax        int           // CONTACT_MAX_MESSAGES: messages kept at most; more are refused until an admin deletes some
 	DrainDelay        time.Duration // APP_DRAIN_DELAY: how long open connections are served after SIGTERM
 	ShutdownTimeout   time.Duration // APP_SHUTDOWN_TIMEOUT: deadline for in-flight requests after the drain
 
@@ -139,6 +140,7 @@ func Load(getenv func(string) string) (Config, error) {
 		IdleTimeout:       l.duration("APP_IDLE_TIMEOUT", 120*time.Second, time.Second, time.Hour),
 		MaxHeaderBytes:    l.integer("APP_MAX_HEADER_BYTES", 32<<10, 4<<10, 1<<20),
 		BodyLimit:         int64(l.integer("APP_BODY_LIMIT", 64<<10, 1<<10, 10<<20)),
+		ContactMax:        l.integer("CONTACT_MAX_MESSAGES", 10_000, 1, 10_000_000),
 		DrainDelay:        l.duration("APP_DRAIN_DELAY", 5*time.Second, 0, 5*time.Minute),
 		ShutdownTimeout:   l.duration("APP_SHUTDOWN_TIMEOUT", 10*time.Second, time.Second, 5*time.Minute),
 
@@ -186,6 +188,7 @@ func (c Config) Fields() map[string]any {
 		"idle_timeout":        c.IdleTimeout.String(),
 		"max_header_bytes":    c.MaxHeaderBytes,
 		"body_limit":          c.BodyLimit,
+		"contact_max":         c.ContactMax,
 		"drain_delay":         c.DrainDelay.String(),
 		"shutdown_timeout":    c.ShutdownTimeout.String(),
 		"hash_concurrency":    c.HashConcurrency,

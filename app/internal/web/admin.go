@@ -74,6 +74,16 @@ func (s *Server) listContact(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, out)
 }
 
+// deleteContact handles DELETE /api/contact/{id} (admins): a message dealt
+// with leaves the inbox, which makes room under CONTACT_MAX_MESSAGES.
+func (s *Server) deleteContact(w http.ResponseWriter, r *http.Request) error {
+	if err := s.contacts.Delete(r.Context(), mux.Vars(r)["id"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 // getUser handles GET /api/users/{id}: the public view of one user, with the
 // private fields (email) only for the user themself or an admin.
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request) error {

@@ -233,6 +233,55 @@ func TestContactStored(t *testing.T) {
 	}
 }
 
+// A full contact inbox refuses new messages with 503, on the API and the
+// page, and nothing else: sign-up still works. An admin's delete makes room.
+// Before the cap, the stream grew until Redis's maxmemory refused every
+// write of the app, sign-ins and sessions included.
+func TestContactInboxFull(t *testing.T) {
+	e := newTestEnv(t, withDeps(func(d *Deps) { d.ContactMax = 2; d.Admins = []string{"root@example.com"} }))
+	msg := `{"name":"Bo","email":"bo@example.com","message":"Hello"}`
+	var ids []string
+	for range 2 {
+		resp := e.do("POST", "/api/contact", msg)
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST /api/contact under the cap = %d", resp.StatusCode)
+		}
+		ids = append(ids, decode[struct{ ID string }](t, resp).ID)
+	}
+	if resp := e.do("POST", "/api/contact", msg, "X-Request-ID", "inbox-full"); resp.StatusCode != 503 ||
+		!strings.Contains(readBody(t, resp), `"message":"the contact inbox is full; try again later"`) {
+		t.Errorf("POST /api/contact at the cap = %d; want 503 saying the inbox is full", resp.StatusCode)
+	}
+	if resp := e.do("POST", "/contact", "name=Bo&email=bo%40example.com&message=Kept+words", "Content-Type", form); resp.StatusCode != 503 {
+		t.Errorf("POST /contact at the cap = %d; want 503", resp.StatusCode)
+	} else if body := readBody(t, resp); !strings.Contains(body, "the contact inbox is full") || !strings.Contains(body, "Kept words") {
+		t.Errorf("POST /contact at the cap: the page does not say the inbox is full and keep the message:\n%s", body)
+	}
+	if logged := e.logs.FilterField(zap.String("request_id", "inbox-full")).FilterMessage("request failed").Len(); logged != 1 {
+		t.Errorf("the refusal was logged %d times; want once, for the operator", logged)
+	}
+	e.signup("ann@example.com", pw, "Ann")
+
+	hash, _ := e.srv.hasher.Hash(t.Context(), pw)
+	if _, err := e.srv.accounts.CreateAdmin(t.Context(), "root@example.com", "Root", hash); err != nil {
+		t.Fatal(err)
+	}
+	root, ann := e.login("root@example.com", pw), e.login("ann@example.com", pw)
+	for _, c := range []struct {
+		cookie, id string
+		want       int
+	}{
+		{"", ids[0], 401}, {ann, ids[0], 403}, {root, "1-1", 404}, {root, "nope", 404}, {root, ids[0], 204}, {root, ids[0], 404},
+	} {
+		if r := e.do("DELETE", "/api/contact/"+c.id, "", "Cookie", c.cookie); r.StatusCode != c.want {
+			t.Errorf("DELETE /api/contact/%s = %d; want %d", c.id, r.StatusCode, c.want)
+		}
+	}
+	if resp := e.do("POST", "/api/contact", msg); resp.StatusCode != http.StatusAccepted {
+		t.Errorf("POST /api/contact after a delete = %d; want 202", resp.StatusCode)
+	}
+}
+
 func TestMethodNotAllowedAllowHeader(t *testing.T) {
 	e := newTestEnv(t)
 	tests := []struct{ method, path, allow string }{

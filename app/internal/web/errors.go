@@ -75,6 +75,11 @@ func asError(err error) *Error {
 		return errorf(http.StatusNotFound, codeNotFound, "user not found")
 	case errors.Is(err, account.ErrEmailTaken):
 		return errorf(http.StatusConflict, codeConflict, "an account with this email already exists")
+	case errors.Is(err, contact.ErrNotFound):
+		return errorf(http.StatusNotFound, codeNotFound, "message not found")
+	case errors.Is(err, contact.ErrFull):
+		// Nothing the sender did: an admin must make room (README, "Contact").
+		return withCause(errorf(http.StatusServiceUnavailable, codeUnavailable, "the contact inbox is full; try again later"), err)
 	case errors.Is(err, account.ErrBadCursor), errors.Is(err, contact.ErrBadCursor):
 		return errorf(http.StatusBadRequest, codeBadRequest, "the next cursor is not one this API handed out")
 	case errors.Is(err, password.ErrBusy), redisdb.Unavailable(err):

@@ -120,6 +120,7 @@ func newTestEnv(t testing.TB, opts ...envOption) *testEnv {
 		Hasher:          cfg.hasher,
 		Now:             time.Now,
 		BodyLimit:       cfg.bodyLimit,
+		ContactMax:      1000,
 		SessionIdle:     30 * time.Minute,
 		SessionLifetime: 12 * time.Hour,
 		LimitTimeout:    cfg.limitTimeout,

@@ -224,7 +224,19 @@ func (s *Server) contactSubmit(w http.ResponseWriter, r *http.Request) error {
 	if err := s.check(in); err != nil {
 		return s.renderInvalid(w, r, "contact", err, map[string]string{"name": in.Name, "email": in.Email, "message": in.Message})
 	}
-	if _, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message}); err != nil {
+	_, err := s.contacts.Add(r.Context(), contact.Message{Name: in.Name, Email: in.Email, Message: in.Message})
+	if errors.Is(err, contact.ErrFull) {
+		// The form again, with what they wrote, so that nothing is lost.
+		e := asError(err)
+		s.logError(r, e)
+		infoOf(r.Context()).code = e.Code
+		form := &formData{
+			Values: map[string]string{"name": in.Name, "email": in.Email, "message": in.Message},
+			Errors: map[string]string{"message": "the contact inbox is full; try again later (your message is kept here)"},
+		}
+		return s.render(w, r, e.Status, "contact", pageData{Form: form})
+	}
+	if err != nil {
 		return err
 	}
 	http.Redirect(w, r, "/contact/thanks", http.StatusSeeOther)

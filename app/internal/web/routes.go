@@ -57,6 +57,7 @@ func (s *Server) routes() {
 	api.Handle("/users/{id}", s.api(s.getUser)).Methods(get...) // email only for themself or an admin
 	api.Handle("/contact", s.limit(lim.Contact, s.api(s.createContact))).Methods(http.MethodPost)
 	api.Handle("/contact", s.api(s.requireAdmin(s.listContact))).Methods(get...)
+	api.Handle("/contact/{id}", s.api(s.requireAdmin(s.deleteContact))).Methods(http.MethodDelete)
 	api.Handle("/sessions", s.limit(lim.LoginIP, s.api(s.createSession))).Methods(http.MethodPost) // and per email, inside
 	api.Handle("/sessions/current", s.api(s.deleteSession)).Methods(http.MethodDelete)
 	api.Handle("/me", s.api(s.requireUser(s.me))).Methods(get...)

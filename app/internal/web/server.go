@@ -28,12 +28,13 @@ import (
 
 // Deps are what the HTTP layer needs from the program.
 type Deps struct {
-	Log       *zap.Logger
-	Redis     *redis.Client
-	Registry  prometheus.Registerer
-	Hasher    *password.Hasher
-	Now       func() time.Time
-	BodyLimit int64 // largest JSON or form body, in bytes
+	Log        *zap.Logger
+	Redis      *redis.Client
+	Registry   prometheus.Registerer
+	Hasher     *password.Hasher
+	Now        func() time.Time
+	BodyLimit  int64 // largest JSON or form body, in bytes
+	ContactMax int   // contact messages kept at most; then POST /contact answers 503
 
 	Production      bool // cookies: __Host- and Secure in production only
 	SessionIdle     time.Duration
@@ -88,7 +89,7 @@ func New(d Deps) (*Server, error) {
 		log:       d.Log.Named("web"),
 		redis:     d.Redis,
 		accounts:  account.NewStore(d.Redis, d.Now),
-		contacts:  contact.NewStore(d.Redis),
+		contacts:  contact.NewStore(d.Redis, d.ContactMax),
 		sessions:  session.NewStore(d.Redis, d.Now, d.SessionIdle, d.SessionLifetime, d.Registry),
 		limiter:   ratelimit.New(d.Redis, d.LimitTimeout, d.Registry),
 		limits:    d.Limits,

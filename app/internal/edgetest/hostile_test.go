@@ -2,6 +2,7 @@ package edgetest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -119,4 +120,52 @@ func TestStalledBodies(t *testing.T) {
 		}
 	}
 	t.Logf("the app's POST lines: %v", posts)
+}
+
+// A request for any host name but the site's, over the site's TLS
+// connection or on port 80, gets 421 and nothing of the site: not the empty
+// 200 with "Server: Caddy" and no headers, nor a redirect to the host it
+// named, that Caddy gave before the catch-all sites.
+func TestOtherHostNames(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, stackConfig{})
+	h1, h2 := s.client("h1"), s.client("h2")
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		url    string
+		host   string
+	}{
+		{"Host: evil.example over HTTP/2", h2, s.url("/"), "evil.example"},
+		{"Host: evil.example over HTTP/1.1", h1, s.url("/about"), "evil.example"},
+		{"Host: localhost. (a trailing dot)", h2, s.url("/"), "localhost."},
+		{"Host: 127.0.0.1", h1, s.url("/"), "127.0.0.1"},
+		{"Host: evil.example on port 80", h1, "http://localhost:" + strconv.Itoa(s.httpPort) + "/about", "evil.example"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := newRequest(t, http.MethodGet, c.url, nil)
+			req.Host = c.host
+			resp, body := do(t, c.client, req)
+			if resp.StatusCode != http.StatusMisdirectedRequest || resp.Header.Get("Location") != "" ||
+				!bytes.Contains(body, []byte("does not serve that host name")) {
+				t.Errorf("GET %s with Host %s = %d, Location %q: %s; want 421 and no redirect", c.url, c.host, resp.StatusCode, resp.Header.Get("Location"), body)
+			}
+			if v := resp.Header.Values("Server"); len(v) > 0 {
+				t.Errorf("Server header %v; want none", v)
+			}
+			if resp.TLS != nil {
+				checkSecurityHeaders(t, resp, hstsDefault)
+			} else if resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("port 80: no X-Content-Type-Options: nosniff")
+			}
+		})
+	}
+	// The site itself is as before.
+	if resp, _ := do(t, h2, newRequest(t, http.MethodGet, s.url("/about"), nil)); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /about = %d; want 200", resp.StatusCode)
+	}
+	url := "http://localhost:" + strconv.Itoa(s.httpPort) + "/about"
+	if resp, _ := do(t, h1, newRequest(t, http.MethodGet, url, nil)); resp.StatusCode != http.StatusPermanentRedirect {
+		t.Errorf("GET %s = %d; want the 308 to HTTPS", url, resp.StatusCode)
+	}
 }

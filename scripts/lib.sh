@@ -168,6 +168,9 @@ $(tail -n 20 "$WORK/app.log")"
 # start_caddy CADDY CADDYFILE NAME: Caddy with CADDYFILE, DOMAIN=localhost,
 # in front of the app of start_backend, with its data under $WORK/NAME.
 # Sets HTTP_PORT, HTTPS_PORT and ROOT_CA (its local root certificate).
+# Every client here is this host, a scanner or a load generator opening many
+# connections from one address, so loopback is a shared peer, limited only
+# by the total (EDGE_SHARED_PEERS, the Caddyfile's limit_conns).
 start_caddy() {
   local caddy=$1 caddyfile=$2 name=$3
   HTTP_PORT=$(free_port)
@@ -178,7 +181,7 @@ start_caddy() {
     DOMAIN=localhost HTTP_PORT="$HTTP_PORT" HTTPS_PORT="$HTTPS_PORT" \
     APP_UPSTREAM_HOST=127.0.0.1 APP_UPSTREAM_PORT="$APP_PORT" \
     CADDY_ADMIN="127.0.0.1:$(free_port)" EDGE_METRICS_PORT="$(free_port)" \
-    EDGE_GRACE_PERIOD=1s \
+    EDGE_GRACE_PERIOD=1s EDGE_SHARED_PEERS=127.0.0.0/8 \
     "$caddy" run --config "$caddyfile" --adapter caddyfile
   ROOT_CA="$WORK/$name/data/caddy/pki/authorities/local/root.crt"
   wait_until 30 test -s "$ROOT_CA" || die "caddy ($name) made no local CA:

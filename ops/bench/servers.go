@@ -220,6 +220,9 @@ func (ps *procs) startCaddy(bin, caddyfile string, appPort int, extra []string) 
 		"APP_UPSTREAM_HOST=127.0.0.1", "APP_UPSTREAM_PORT=" + strconv.Itoa(appPort),
 		"CADDY_ADMIN=127.0.0.1:" + strconv.Itoa(ports[2]), "EDGE_METRICS_PORT=" + strconv.Itoa(ports[3]),
 		"EDGE_GRACE_PERIOD=1s",
+		// The load comes from this host, one address: limited only by
+		// the total, as Docker's gateway is in the stack.
+		"EDGE_SHARED_PEERS=127.0.0.0/8",
 	}
 	p, err = ps.start("caddy", append(env, extra...), bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	if err != nil {

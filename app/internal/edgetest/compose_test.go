@@ -42,6 +42,8 @@ func TestComposeEdgeSettings(t *testing.T) {
 		"HTTP_PORT": true, "HTTPS_PORT": true, "APP_UPSTREAM_HOST": true, "APP_UPSTREAM_PORT": true,
 		"CADDY_ADMIN": true, "EDGE_METRICS_PORT": true, "EDGE_GRACE_PERIOD": true,
 	}
+	// What compose.yaml derives from another setting.
+	derived := map[string]string{"EDGE_SHARED_PEERS": "${EDGE_SUBNET:-10.203.80.0/24}"}
 
 	placeholder := regexp.MustCompile(`\{\$([A-Z0-9_]+)(:[^}]*)?\}`)
 	seen := map[string]bool{}
@@ -60,6 +62,10 @@ func TestComposeEdgeSettings(t *testing.T) {
 			case fixed[name]:
 				if passed {
 					t.Errorf("compose.yaml passes %s to Caddy, which this test says it fixes", name)
+				}
+			case derived[name] != "":
+				if got != derived[name] {
+					t.Errorf("compose.yaml passes %s to Caddy as %q; want %q", name, got, derived[name])
 				}
 			case !passed:
 				t.Errorf("compose.yaml does not pass %s to Caddy: setting it in .env would do nothing", name)

@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -167,5 +170,104 @@ func TestOtherHostNames(t *testing.T) {
 	url := "http://localhost:" + strconv.Itoa(s.httpPort) + "/about"
 	if resp, _ := do(t, h1, newRequest(t, http.MethodGet, url, nil)); resp.StatusCode != http.StatusPermanentRedirect {
 		t.Errorf("GET %s = %d; want the 308 to HTTPS", url, resp.StatusCode)
+	}
+}
+
+// holdSockets opens n TCP connections to Caddy's HTTPS port from the
+// loopback address src and sends nothing on them (with handshake set: a
+// TLS handshake, then nothing), closed when the test ends. It returns how
+// many Caddy closed at once, as a refused connection is.
+func holdSockets(t *testing.T, s *stack, src string, n int, handshake bool) (refused int) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
+	for range n {
+		c, err := d.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.httpsPort))
+		if err != nil {
+			refused++
+			continue
+		}
+		t.Cleanup(func() { c.Close() })
+		if handshake {
+			tc := tls.Client(c, &tls.Config{ServerName: "localhost", RootCAs: s.roots, NextProtos: []string{"h2"}})
+			_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				refused++
+				continue
+			}
+			_ = tc.SetDeadline(time.Time{})
+		}
+		// A refused one is closed at once: a read sees EOF, not a timeout.
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			refused++
+		}
+		_ = c.SetReadDeadline(time.Time{})
+	}
+	return refused
+}
+
+// visit is one visitor's GET /about on a new connection from 127.0.0.1,
+// within 3 s.
+func visit(t *testing.T, s *stack) (int, time.Duration, error) {
+	c := s.client("h2")
+	c.Timeout = 3 * time.Second
+	start := time.Now()
+	resp, err := c.Get(s.url("/about"))
+	if err != nil {
+		return 0, time.Since(start), err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, time.Since(start), nil
+}
+
+// One address cannot fill Caddy's connection cap with sockets that never
+// speak, or with TLS connections that never ask; a crowd of addresses that
+// does fill it gives way to a new visitor, because the quietest connection
+// is closed to make room. Before the per-client limits and the reclaiming,
+// the cap counted every connection alike and a new visitor waited for the
+// handshake deadline, or for ever.
+func TestConnectionSlots(t *testing.T) {
+	t.Parallel()
+	const max, perClient = 40, 8
+	s := startStack(t, stackConfig{caddy: map[string]string{
+		"EDGE_MAX_CONNS":        strconv.Itoa(max),
+		"EDGE_CLIENT_MAX_CONNS": strconv.Itoa(perClient),
+		"EDGE_CLIENT_CONN_RATE": "1000",
+		"EDGE_CONN_QUIET":       "1s",
+	}})
+
+	// One address: silent sockets and idle TLS connections, the cap's worth.
+	refused := holdSockets(t, s, "127.0.0.2", max/2, false) + holdSockets(t, s, "127.0.0.2", max/2, true)
+	if want := max - perClient; refused != want {
+		t.Errorf("one address opening %d connections: %d closed at once; want %d (all past its %d)", max, refused, want, perClient)
+	}
+	if code, took, err := visit(t, s); err != nil || code != http.StatusOK {
+		t.Fatalf("a visitor while one address holds its connections: %d, %v after %v; want 200", code, err, took.Round(time.Millisecond))
+	} else {
+		t.Logf("one address holding %d connections: a visitor's new connection served in %v", perClient, took.Round(time.Millisecond))
+	}
+
+	// Many addresses, each within its limit, together over the cap.
+	for i := range 5 {
+		holdSockets(t, s, "127.0.0."+strconv.Itoa(10+i), perClient, i%2 == 0)
+	}
+	time.Sleep(1500 * time.Millisecond) // all quiet for EDGE_CONN_QUIET
+	if code, took, err := visit(t, s); err != nil || code != http.StatusOK {
+		t.Fatalf("a visitor while five addresses fill the cap: %d, %v after %v; want 200", code, err, took.Round(time.Millisecond))
+	} else {
+		t.Logf("five addresses filling the cap of %d: a visitor's new connection served in %v", max, took.Round(time.Millisecond))
+	}
+
+	// The refusals and reclaims are counted for the dashboards.
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(s.metricsPort) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`sitekit_edge_conns_refused_total{reason="client_conns"}`, "sitekit_edge_conns_reclaimed_total"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("Caddy's metrics lack %s", want)
+		}
 	}
 }

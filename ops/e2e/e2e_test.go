@@ -289,6 +289,14 @@ func testRedisACL(t *testing.T, s *stack) {
 	if got := cli("--user", "healthcheck", "--pass", "-", "GET", "x"); !strings.Contains(got, "NOPERM") {
 		t.Errorf("GET as healthcheck: %q; want NOPERM", got)
 	}
+	// The exporter reads statistics, not the arguments of logged commands.
+	exporter := []string{"--user", "exporter", "--pass", s.env["REDIS_EXPORTER_PASSWORD"]}
+	if got := cli(append(exporter, "SLOWLOG", "LEN")...); strings.Contains(got, "NOPERM") {
+		t.Errorf("SLOWLOG LEN as exporter: %q; want a count", got)
+	}
+	if got := cli(append(exporter, "SLOWLOG", "GET")...); !strings.Contains(got, "NOPERM") {
+		t.Errorf("SLOWLOG GET as exporter: %q; want NOPERM", got)
+	}
 }
 
 // testAdmin: an admin created with `app useradd` inside the running app

@@ -1,6 +1,8 @@
 // Command caddy is the kit's edge: upstream Caddy with its standard modules,
-// built from the version pinned in the root go.mod, and one module of ours:
-// the access log's buffered_stdout writer (bufferedlog.go). It keeps the
+// built from the version pinned in the root go.mod, and three modules of
+// ours: the access log's buffered_stdout writer (bufferedlog.go), the
+// limit_conns listener wrapper (limitconns.go) and the read_body handler
+// (readbody.go); and one subcommand, healthcheck (healthcheck.go). It keeps the
 // shape of upstream's cmd/caddy/main.go; add a module only when the
 // Caddyfile cannot say what is needed.
 //

@@ -262,6 +262,20 @@ func testDashboardQueries(t *testing.T, s *stack) {
 	// Grafana's variables, as Grafana fills them in.
 	vars := strings.NewReplacer("$__rate_interval", "1m", "$route", ".*")
 	queries, panels := 0, 0
+	// A rate needs two scrapes of a series: one that the traffic just
+	// made (after the app's restart, a new target's) may have one yet. A
+	// panel gets until then, two scrape intervals (30 s) past the first
+	// look, to show data.
+	deadline := time.Now().Add(30 * time.Second)
+	query := func(expr string) []string {
+		for {
+			values := promQuery(t, expr)
+			if len(values) > 0 || time.Now().After(deadline) {
+				return values
+			}
+			time.Sleep(time.Second)
+		}
+	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -282,9 +296,15 @@ func testDashboardQueries(t *testing.T, s *stack) {
 			for _, q := range p.Targets {
 				queries++
 				expr := vars.Replace(q.Expr)
-				values := promQuery(t, expr)
+				values := query(expr)
 				if len(values) == 0 {
-					t.Errorf("dashboard %q, panel %q: no data for %s", d.Title, p.Title, expr)
+					// What Prometheus holds of the metrics it reads, to see why.
+					var held []string
+					for _, n := range metricNames(expr) {
+						held = append(held, fmt.Sprintf("%s: now %v, samples in 2m %v", n,
+							promQuery(t, n), promQuery(t, fmt.Sprintf("count_over_time({__name__=%q}[2m])", n))))
+					}
+					t.Errorf("dashboard %q, panel %q: no data for %s (%s)", d.Title, p.Title, expr, strings.Join(held, "; "))
 					continue
 				}
 				s.report(t, "%s · %s: %d series, first %s ← %s", d.Title, p.Title, len(values), values[0], expr)

@@ -186,6 +186,7 @@ func (ps *procs) startApp(bin string, redisPort int, password string, extra []st
 		"APP_DRAIN_DELAY=0",
 		"RATE_LIMIT_GLOBAL=1000000/s", "RATE_LIMIT_GLOBAL_BURST=1000000",
 		"RATE_LIMIT_CONTACT=1000000/s", "RATE_LIMIT_SIGNUP=1000/s", "RATE_LIMIT_LOGIN_IP=1000/s",
+		"CONTACT_MAX_MESSAGES=10000000", // the write path posts far more than the default cap
 	}
 	p, err := ps.start("app", append(env, extra...), bin)
 	if err != nil {

@@ -64,6 +64,8 @@ func TestStack(t *testing.T) {
 	t.Run("DeployRollback", func(t *testing.T) { testDeployRollback(t, s, l) })
 	t.Run("AppCrashUnderLoad", func(t *testing.T) { testAppCrashUnderLoad(t, s, l) })
 	t.Run("CaddyReloadUnderLoad", func(t *testing.T) { testCaddyReloadUnderLoad(t, s, l) })
+	// Attacks on the edge under the same load (abuse_test.go).
+	t.Run("Abuse", func(t *testing.T) { testAbuse(t, s, l) })
 	t.Run("RedisCrashes", func(t *testing.T) { testRedisCrashes(t, s) })
 	// It stops the stack and deletes Redis's volume (backup_test.go).
 	t.Run("BackupRestore", func(t *testing.T) { testBackupRestore(t, s) })

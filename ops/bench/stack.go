@@ -32,6 +32,7 @@ var stackSettings = []string{
 	"EDGE_SUBNET=" + stackSubnet + ".0/24",
 	"EDGE_DYNAMIC_RANGE=" + stackSubnet + ".128/25",
 	"CADDY_ADDR=" + stackSubnet + ".2",
+	"EDGE_GATEWAY=" + stackSubnet + ".1",
 	"RATE_LIMIT_GLOBAL=1000000/s", "RATE_LIMIT_GLOBAL_BURST=1000000",
 	"RATE_LIMIT_CONTACT=1000000/s", "RATE_LIMIT_SIGNUP=1000/s", "RATE_LIMIT_LOGIN_IP=1000/s",
 	"CONTACT_MAX_MESSAGES=10000000", // the write path posts far more than the default cap

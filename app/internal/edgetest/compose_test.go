@@ -43,7 +43,7 @@ func TestComposeEdgeSettings(t *testing.T) {
 		"CADDY_ADMIN": true, "EDGE_METRICS_PORT": true, "EDGE_GRACE_PERIOD": true,
 	}
 	// What compose.yaml derives from another setting.
-	derived := map[string]string{"EDGE_SHARED_PEERS": "${EDGE_SUBNET:-10.203.80.0/24}"}
+	derived := map[string]string{"EDGE_SHARED_PEERS": "${EDGE_GATEWAY:-10.203.80.1}"}
 
 	placeholder := regexp.MustCompile(`\{\$([A-Z0-9_]+)(:[^}]*)?\}`)
 	seen := map[string]bool{}

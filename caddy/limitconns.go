@@ -28,8 +28,10 @@ func init() {
 //     container's memory limit, and the kernel killed it (scripts/bench).
 //     At the cap, the connection that has been quiet longest (no byte read
 //     or written for Quiet) is closed to make room: an idle keep-alive, a
-//     socket that never began its handshake. If none has, the new one
-//     waits in the kernel's accept queue until one closes.
+//     TLS connection that never asked. One that has not sent a byte since
+//     it was accepted gives way after 2 s already: a browser sends its TLS
+//     hello at once. If none is quiet enough, the new one waits in the
+//     kernel's accept queue until one closes.
 //   - at most PerClient open at once per client address (IPv6 per /64),
 //     and PerClientRate new ones per second (a burst of PerClient): past
 //     either, the client's new connection is closed at once. One client
@@ -269,13 +271,26 @@ func (l *limitListener) admit(c net.Conn) *limitedConn {
 	return lc
 }
 
-// quietest is the connection silent longest, if it has been for l.quiet.
-// A linear scan: it runs only at the cap, over at most max connections.
+// muteLimit is how long a connection that has sent nothing since it was
+// accepted may stay at the cap: a browser's TLS hello follows its connect
+// within a round trip, so 2 s of silence is no browser (the abuse run: 50
+// addresses' silent sockets kept new visitors out for the whole Quiet).
+const muteLimit = 2 * time.Second
+
+// quietest is the connection silent longest among those silent for l.quiet
+// (for muteLimit, if it never sent a byte), or nil. A linear scan: it runs only
+// at the cap, over at most max connections.
 func (l *limitListener) quietest(now time.Time) *limitedConn {
 	var victim *limitedConn
-	oldest := now.Add(-l.quiet).UnixNano()
+	var oldest int64
+	quiet, mute := now.Add(-l.quiet).UnixNano(), now.Add(-min(l.quiet, muteLimit)).UnixNano()
 	for c := range l.conns {
-		if t := c.last.Load(); t <= oldest {
+		t := c.last.Load()
+		limit := quiet
+		if !c.spoke.Load() {
+			limit = mute
+		}
+		if t <= limit && (victim == nil || t < oldest) {
 			victim, oldest = c, t
 		}
 	}
@@ -316,10 +331,11 @@ func (l *limitListener) Close() error {
 // limitedConn is a counted connection that notes when it last moved a byte.
 type limitedConn struct {
 	net.Conn
-	l    *limitListener
-	key  netip.Prefix
-	last atomic.Int64 // unix nanoseconds of the last read or write
-	once sync.Once
+	l     *limitListener
+	key   netip.Prefix
+	last  atomic.Int64 // unix nanoseconds of the last read or write
+	spoke atomic.Bool  // the peer has sent a byte
+	once  sync.Once
 }
 
 func (c *limitedConn) touch(t time.Time) { c.last.Store(t.UnixNano()) }
@@ -328,6 +344,7 @@ func (c *limitedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	if n > 0 {
 		c.touch(c.l.now())
+		c.spoke.Store(true)
 	}
 	return n, err
 }

@@ -281,3 +281,30 @@ func TestLimitConnsWaits(t *testing.T) {
 		t.Fatal("the third connection was not accepted after one closed")
 	}
 }
+
+// A connection that never sent a byte gives way at the cap after 2 s, long
+// before Quiet: no browser waits that long to say hello. One that spoke
+// stays.
+func TestLimitConnsReclaimsMuteFirst(t *testing.T) {
+	clock := newFakeClock()
+	ln, accepted := listen(t, limitConns{Max: 2, Quiet: caddy.Duration(time.Minute)}, clock)
+	mute := dialFrom(t, ln, "127.0.0.6")
+	expectAccepted(t, accepted, "the mute one")
+	spoke := dialFrom(t, ln, "127.0.0.7")
+	spokeServer := expectAccepted(t, accepted, "the one that speaks")
+	if _, err := spoke.Write([]byte("x")); err != nil { // a TLS hello, say
+		t.Fatal(err)
+	}
+	if _, err := spokeServer.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(3 * time.Second)
+	dialFrom(t, ln, "127.0.0.8")
+	expectAccepted(t, accepted, "a new one, 3 s later at the cap")
+	if !refused(mute) {
+		t.Error("the connection that never spoke was not closed to make room")
+	}
+	if refused(spoke) {
+		t.Error("the connection that spoke was closed, within Quiet")
+	}
+}

@@ -243,43 +243,19 @@ func TestLimitConnsReclaimsQuiet(t *testing.T) {
 // TestLimitConnsWaits: past the limit a client's connection is not
 // accepted until an accepted one closes.
 func TestLimitConnsWaits(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ln, accepted := listen(t, limitConns{Max: 2}, nil)
+	for range 3 {
+		dialFrom(t, ln, "127.0.0.1") // the kernel completes the handshake
 	}
-	ln := limitConns{Max: 2}.WrapListener(inner)
-	defer ln.Close()
-	accepted := make(chan net.Conn, 3)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	for i := 0; i < 3; i++ {
-		c, err := net.Dial("tcp", inner.Addr().String()) // the kernel completes the handshake
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-	}
-	first := <-accepted
-	<-accepted
+	first := expectAccepted(t, accepted, "the first")
+	expectAccepted(t, accepted, "the second")
 	select {
 	case <-accepted:
 		t.Fatal("a third connection was accepted with max 2")
 	case <-time.After(200 * time.Millisecond):
 	}
 	first.Close()
-	select {
-	case c := <-accepted:
-		c.Close()
-	case <-time.After(5 * time.Second):
-		t.Fatal("the third connection was not accepted after one closed")
-	}
+	expectAccepted(t, accepted, "the third, after one closed")
 }
 
 // A connection that never sent a byte gives way at the cap after 2 s, long

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -23,11 +22,7 @@ const DeviceLifetime = 180 * 24 * time.Hour
 // one key per account it signed in to, and nothing else.
 
 // NewDeviceToken returns a fresh token for a browser that has none.
-func NewDeviceToken() string {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func NewDeviceToken() string { return newToken() }
 
 // ValidDeviceToken reports whether token has NewDeviceToken's form: anything
 // else in a cookie was never ours and never reaches Redis.
@@ -37,7 +32,7 @@ func ValidDeviceToken(token string) bool {
 }
 
 func deviceKey(token, account string) string {
-	return "device:" + key(token)[len("session:"):] + ":" + account
+	return "device:" + digest(token) + ":" + account
 }
 
 // RememberDevice records that the browser holding token signed in to account (an

@@ -71,18 +71,27 @@ func NewStore(rdb *redis.Client, now func() time.Time, idle, lifetime time.Durat
 // Lifetime is the absolute lifetime, for the cookie's Max-Age.
 func (s *Store) Lifetime() time.Duration { return s.lifetime }
 
-func key(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	return "session:" + hex.EncodeToString(sum[:])
+func key(id string) string { return "session:" + digest(id) }
+
+// digest is what Redis holds in place of a secret token: its SHA-256, hex.
+func digest(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// newToken is 256 random bits in base64url (43 characters): a session id
+// or a device token.
+func newToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Create starts a session for u. When replace names a current session (the
 // id from the request's cookie), it is deleted in the same round trip: a
 // sign-in always gets a fresh id, so an id planted before sign-in is useless.
 func (s *Store) Create(ctx context.Context, u User, replace string) (Session, error) {
-	b := make([]byte, 32)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails
-	sess := Session{ID: base64.RawURLEncoding.EncodeToString(b), User: u, CreatedAt: s.now()}
+	sess := Session{ID: newToken(), User: u, CreatedAt: s.now()}
 	now := strconv.FormatInt(sess.CreatedAt.UnixMilli(), 10)
 	admin := "0"
 	if u.Admin {
